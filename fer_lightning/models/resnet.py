@@ -10,9 +10,7 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
 
-def _small_image_resnet(
-    layers: list[int], num_classes: int, in_channels: int, zero_init_residual: bool
-) -> ResNet:
+def _small_image_resnet(layers: list[int], num_classes: int, in_channels: int, zero_init_residual: bool) -> ResNet:
     """Build a BasicBlock ResNet whose stem keeps the full 48x48 resolution.
 
     The ImageNet stem (7x7 stride-2 conv + 3x3 stride-2 max-pool) divides the input by 4 before the first

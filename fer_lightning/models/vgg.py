@@ -27,9 +27,10 @@ class VGGFace(nn.Module):
 
     What was followed is the authors' code, which is more specific than the paper's figure: every conv is
     3x3 with padding 1 and is followed by BatchNorm and ReLU (conv -> BN -> ReLU), each stage ends with a
-    2x2 max-pool, the two hidden dense layers have 4096 units, and one dropout rate (``drop=0.2`` there)
-    is applied after each of them. The only deliberate difference is that the convs carry no bias,
-    which BatchNorm makes redundant (1,920 fewer parameters, same function class).
+    2x2 max-pool, the two hidden dense layers have 4096 units (``hidden``), and one dropout rate
+    (``drop=0.2`` there, ``dropout`` here) follows each of them; there is no separate 0.5 rate.
+    The only deliberate difference is that the convs carry no bias, which BatchNorm makes redundant
+    (1,920 fewer parameters, same function class).
 
     The paper trains on 40x40 crops (ten-crop at test time), where four pools leave a 2x2x512 map
     (the reference flattens 512*2*2 = 2048 features); on full 48x48 faces the map is 3x3x512. The flatten
