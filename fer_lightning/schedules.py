@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -23,5 +24,26 @@ def warmup_cosine(
             return (step + 1) / warmup
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return LambdaLR(optimizer, factor)
+
+
+def wall_clock_cosine(optimizer: Optimizer, total_steps: int, budget_minutes: float, warmup_fraction: float = 0.05,
+                      min_lr_ratio: float = 0.0) -> LambdaLR:
+    """Warm-up + cosine over a wall-clock budget: the LR reaches its floor when the time is up.
+
+    For recipes judged by a time budget (``cpu_speedrun``): a step-based schedule sized on one
+    machine is cut off mid-decay on a slower or busier one. Progress is the larger of the elapsed
+    fraction of the budget and of ``total_steps``, so the schedule also ends if the epochs run out
+    first. Pair it with ``trainer.max_time``. Not bitwise reproducible: it depends on the clock.
+    """
+    start = time.monotonic()
+    budget = budget_minutes * 60
+    shape = warmup_cosine(optimizer, total_steps=10_000, warmup_fraction=warmup_fraction,
+                          min_lr_ratio=min_lr_ratio).lr_lambdas[0]
+
+    def factor(step: int) -> float:
+        progress = max((time.monotonic() - start) / budget, step / max(1, total_steps))
+        return shape(min(10_000, int(progress * 10_000)))
 
     return LambdaLR(optimizer, factor)

@@ -1,0 +1,121 @@
+"""Evaluate checkpoints on a split: ``python -m fer_lightning.evaluate ckpt_path=PATH [split=val] [tta=tencrop]``.
+
+Writes the same report as training (``write_report``) plus calibration (ECE and a reliability diagram) into its
+own run directory, ``logs/eval/runs/<timestamp>``. ``ckpt_path=[a.ckpt,b.ckpt]`` evaluates the ensemble that
+averages the members' probabilities. The split's tensors are run through the models directly, in batches: no
+Trainer, so nothing but the data config and the checkpoints decides the result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+import fer_lightning.config  # noqa: F401  (registers the resolvers the configs use)
+from fer_lightning.calibration import plot_reliability
+from fer_lightning.data.datamodule import FERDataModule
+from fer_lightning.inference import load_classifier, model_input_size, resolve_device
+from fer_lightning.module import FERClassifier
+from fer_lightning.report import write_report
+from fer_lightning.tta import TTA_MODES, predict_probs, tta_views
+
+log = logging.getLogger("fer_lightning")
+SPLITS = ("test", "val")
+
+
+def checkpoint_paths(ckpt_path: str | Sequence[str] | None) -> list[Path]:
+    """One path or a list of them, each checked to exist before any data is loaded."""
+    if ckpt_path is None or ckpt_path == "":
+        raise ValueError("ckpt_path is required: ckpt_path=PATH or ckpt_path=[a.ckpt,b.ckpt]")
+    raw = list(ckpt_path) if isinstance(ckpt_path, list | tuple | ListConfig) else [ckpt_path]
+    paths = [Path(str(p)).expanduser().absolute() for p in raw]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"checkpoint file(s) not found: {', '.join(missing)}")
+    return paths
+
+
+def ensemble_probs(
+    models: Sequence[FERClassifier],
+    input_sizes: Sequence[int],
+    images: torch.Tensor,
+    tta: str,
+    tta_crop: int,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """Mean over models of each model's TTA-averaged probabilities, for uint8 images (N, H, W)."""
+    views = len(tta_views(images[:1].unsqueeze(1).float(), tta, input_sizes[0], tta_crop))
+    step = max(1, batch_size // views)
+    total = torch.zeros(len(images), len(models[0].class_names))
+    for model, size in zip(models, input_sizes):
+        for start in range(0, len(images), step):
+            batch = images[start : start + step].to(device).unsqueeze(1).float()
+            total[start : start + step] += predict_probs(model, batch, tta, size, tta_crop).cpu()
+    return total / len(models)
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Run the evaluation ``cfg`` describes (see conf/eval.yaml); returns what metrics.json holds."""
+    paths = checkpoint_paths(cfg.get("ckpt_path"))
+    if cfg.tta not in TTA_MODES:
+        raise ValueError(f"tta={cfg.tta!r} is not one of {', '.join(TTA_MODES)}")
+    if cfg.split not in SPLITS:
+        raise ValueError(f"split={cfg.split!r} is not one of {', '.join(SPLITS)}")
+    out = Path(cfg.paths.output_dir)
+    device = resolve_device(cfg.get("device", "auto"))
+    models = [load_classifier(path, device) for path in paths]
+    sizes = [int(cfg.input_size) if cfg.get("input_size") else model_input_size(m, p) for m, p in zip(models, paths)]
+    class_names = list(models[0].class_names)
+    for model, path in zip(models[1:], paths[1:]):
+        if list(model.class_names) != class_names:
+            raise ValueError(f"{path} predicts {list(model.class_names)}, but {paths[0]} predicts {class_names}")
+
+    datamodule: FERDataModule = instantiate(cfg.data)
+    datamodule.setup("test")
+    if not datamodule.has_split(cfg.split):
+        raise ValueError(f"the data has no {cfg.split} split (it has {sorted(datamodule.splits)})")
+    if list(datamodule.class_names) != class_names:
+        raise ValueError(f"the models predict {class_names}, the data is labelled {list(datamodule.class_names)}")
+    split = datamodule.splits[cfg.split]
+    log.info(
+        "evaluating %d checkpoint(s) on %d %s images, tta=%s, on %s", len(paths), len(split), cfg.split, cfg.tta, device
+    )
+    probs = ensemble_probs(models, sizes, split.images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    ece = plot_reliability(probs, split.labels, out / "reliability_diagram.png", cfg.ece_bins, title=cfg.split)
+    extra = {
+        f"{cfg.split}/ece": ece,
+        "ece_bins": cfg.ece_bins,
+        "split": cfg.split,
+        "ckpt_paths": [str(p) for p in paths],
+        "ensemble_size": len(paths),
+        "tta": cfg.tta,
+        "tta_crop": cfg.tta_crop if cfg.tta == "tencrop" else None,
+        "tta_views": len(tta_views(split.images[:1].unsqueeze(1).float(), cfg.tta, sizes[0], cfg.tta_crop)),
+        "input_sizes": sizes,
+        "device": str(device),
+    }
+    index = torch.arange(len(split))
+    table = write_report(out, split.labels, probs, index, class_names, prefix=cfg.split, extra=extra)
+    log.info("evaluation report in %s\n%s", out.resolve(), table.to_markdown(floatfmt=".4f"))
+    return json.loads((out / "metrics.json").read_text())
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    metrics = evaluate(cfg)
+    print(f"{cfg.split}/acc={metrics[f'{cfg.split}/acc']:.4f} {cfg.split}/ece={metrics[f'{cfg.split}/ece']:.4f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""From a photo or video frame to 48x48 grayscale faces prepared exactly as the FER-2013 training images.
+
+Steps, in this order (the training images are 8-bit grayscale 48x48 face crops; the image-folder reader makes
+them with PIL ``convert("L")`` and a bilinear ``resize``):
+
+1. Load: stills with PIL, rotated upright by their EXIF Orientation tag (``ImageOps.exif_transpose``).
+2. Grayscale: PIL ``convert("L")`` (ITU-R 601 luma, L = 0.299 R + 0.587 G + 0.114 B). Transparent pixels
+   (RGBA, LA, palette transparency) are composited onto white first; 16-bit images are scaled to 8 bits.
+3. Detect: OpenCV's frontal-face Haar cascade on a histogram-equalised copy, downscaled so its longer side is at
+   most ``max_side`` px (huge photos); boxes are mapped back to the full-resolution image.
+4. Crop: the detector box grown by ``margin`` of its side on every side (Haar boxes are tighter than FER-2013's
+   crops, which include the forehead and chin), kept square; parts outside the image repeat the edge pixels.
+5. Resize: the crop to 48x48 with PIL's bilinear filter (antialiased when shrinking), from the full-resolution
+   grayscale image, to uint8.
+
+With no detector (``--detector none``) every input is taken as an already cropped face: steps 3-4 are skipped
+and the whole image is resized to 48x48, as the training reader does with non-48x48 files.
+
+Only numpy, Pillow and OpenCV are needed here: ONNX deployment runs without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps
+
+FACE_SIZE = 48
+HAAR_CASCADE = "haarcascade_frontalface_default.xml"
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixels of the (upright) input image: left, top, width, height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open a still image upright (EXIF orientation applied) and fully decoded, so corrupt files fail here.
+
+    Raises ``ValueError`` naming the file when it cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: cannot read as an image: {exc}") from exc
+
+
+def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
+    """8-bit grayscale (H, W) from a PIL image in any mode, or an array (H, W), (H, W, 3) RGB or (H, W, 4) RGBA."""
+    if isinstance(image, np.ndarray):
+        image = array_to_pil(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        return np.clip(wide * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+    if image.mode == "F":
+        return np.clip(np.asarray(image) + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(_opaque(image).convert("L"), dtype=np.uint8)
+
+
+def _opaque(image: Image.Image) -> Image.Image:
+    """Transparent pixels composited onto white, so a transparent background reads as background, not black."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image
+
+
+def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+    """8-bit RGB (H, W, 3) for drawing on, transparency composited onto white as in ``to_gray``."""
+    if isinstance(image, np.ndarray):
+        image = array_to_pil(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return np.repeat(to_gray(image)[..., None], 3, axis=2)
+    return np.array(_opaque(image).convert("RGB"), dtype=np.uint8)
+
+
+def array_to_pil(array: np.ndarray) -> Image.Image:
+    """A numpy image (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, values 0..255, as a PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ValueError(f"expected an image array (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(np.asarray(array, dtype=np.float64) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+class HaarFaceDetector:
+    """OpenCV's frontal-face Haar cascade (shipped inside the opencv-python wheels < 5), on a downscaled copy.
+
+    ``max_side`` bounds detection cost on huge photos; ``min_size`` is the smallest face side in pixels of the
+    image as given. Faces come back largest first.
+    """
+
+    def __init__(
+        self, max_side: int = 1280, scale_factor: float = 1.1, min_neighbors: int = 5, min_size: int = 24
+    ) -> None:
+        path = Path(cv2.data.haarcascades) / HAAR_CASCADE
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise RuntimeError(f"cannot load the Haar cascade {path}: install opencv-python-headless<5")
+        self.max_side, self.scale_factor = max_side, scale_factor
+        self.min_neighbors, self.min_size = min_neighbors, min_size
+
+    def __call__(self, gray: np.ndarray) -> list[Box]:
+        h, w = gray.shape
+        scale = min(1.0, self.max_side / max(h, w))
+        small = gray
+        if scale < 1.0:
+            small = cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        min_side = max(12, round(self.min_size * scale))
+        found = self.cascade.detectMultiScale(
+            cv2.equalizeHist(small),
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side),
+        )
+        boxes = [Box(*(round(v / scale) for v in box)) for box in np.asarray(found).reshape(-1, 4).tolist()]
+        return sorted(boxes, key=lambda b: (-b.w * b.h, b.x, b.y))
+
+
+def crop_face(gray: np.ndarray, box: Box, margin: float = 0.1, size: int = FACE_SIZE) -> np.ndarray:
+    """The ``size`` x ``size`` uint8 face: ``box`` grown by ``margin`` per side, made square, edge-padded, resized."""
+    side = max(box.w, box.h) * (1 + 2 * margin)
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    left, top = round(cx - side / 2), round(cy - side / 2)
+    side = max(1, round(side))
+    h, w = gray.shape
+    inside = gray[max(0, top) : max(0, min(h, top + side)), max(0, left) : max(0, min(w, left + side))]
+    if inside.size == 0:
+        raise ValueError(f"face box {box.as_list()} lies outside the {w}x{h} image")
+    pad = ((max(0, -top), max(0, top + side - h)), (max(0, -left), max(0, left + side - w)))
+    square = np.pad(inside, pad, mode="edge") if any(any(p) for p in pad) else inside
+    return resize_face(square, size)
+
+
+def resize_face(gray: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """Resize a grayscale face to ``size`` x ``size`` as the training-data reader does (PIL bilinear)."""
+    if gray.shape == (size, size):
+        return np.ascontiguousarray(gray, dtype=np.uint8)
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)

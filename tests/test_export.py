@@ -1,0 +1,127 @@
+"""fer-export: ONNX and TorchScript models that take raw pixels and agree with the PyTorch model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from fer_lightning.bench_deploy import benchmark_deploy
+from fer_lightning.export import export, main
+from fer_lightning.inference import RawPixelClassifier, load_classifier
+from tests.conftest import ROOT
+from tests.deploy_helpers import GRACE_HOPPER, check_record, tiny_checkpoint, tiny_onnx
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def reference(ckpt) -> RawPixelClassifier:
+    return RawPixelClassifier(load_classifier(ckpt))
+
+
+def faces(batch: int, dtype: torch.dtype, channel: bool, seed: int) -> torch.Tensor:
+    """Random faces; float ones get fractional values (as after resizing), not only integers."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (batch, 1, 48, 48) if channel else (batch, 48, 48)
+    pixels = torch.rand(shape, generator=generator) * 255
+    return pixels.to(torch.uint8) if dtype == torch.uint8 else pixels
+
+
+CASES = [(torch.uint8, False, 3), (torch.uint8, True, 1), (torch.float32, True, 5), (torch.float32, False, 8)]
+
+
+def test_onnx_matches_pytorch_for_uint8_and_float_any_batch(tmp_path_factory, reference):
+    session = ort.InferenceSession(str(tiny_onnx(tmp_path_factory)), providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["class_names"]) == list(reference.classifier.class_names)
+    for i, (dtype, channel, batch) in enumerate(CASES):
+        x = faces(batch, dtype, channel, seed=i)
+        got = session.run(None, {"pixels": x.numpy().astype(np.float32)})[0]
+        with torch.no_grad():
+            expected = reference(x).numpy()
+        assert got.shape == (batch, 7)
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_torchscript_matches_pytorch_for_uint8_and_float_any_batch(ckpt, tmp_path, reference):
+    path = export(ckpt, "torchscript", tmp_path / "model.pt")
+    extra = {"class_names": ""}
+    scripted = torch.jit.load(str(path), _extra_files=extra)
+    assert json.loads(extra["class_names"]) == list(reference.classifier.class_names)
+    for i, (dtype, channel, batch) in enumerate(CASES):
+        x = faces(batch, dtype, channel, seed=i)
+        with torch.no_grad():
+            np.testing.assert_allclose(scripted(x).numpy(), reference(x).numpy(), atol=1e-4)
+
+
+def test_refuses_to_overwrite_without_force(ckpt, tmp_path, capsys):
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"precious")
+    assert main(["--ckpt", str(ckpt), "--format", "onnx", "--output", str(target)]) == 1
+    assert "already exists" in capsys.readouterr().err and target.read_bytes() == b"precious"
+    with pytest.raises(FileExistsError, match="--force"):
+        export(ckpt, "onnx", target)
+    assert main(["--ckpt", str(ckpt), "--format", "onnx", "--output", str(target), "--force"]) == 0
+    assert target.stat().st_size > 1000
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")], "no temporary file left behind"
+
+
+def test_missing_or_bad_checkpoint_is_named(tmp_path, capsys):
+    assert main(["--ckpt", str(tmp_path / "gone.ckpt"), "--format", "onnx", "--output", str(tmp_path / "m.onnx")]) == 1
+    assert "gone.ckpt" in capsys.readouterr().err
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x80\x04 definitely not a checkpoint")
+    with pytest.raises(ValueError, match="bad.ckpt"):
+        export(bad, "torchscript", tmp_path / "m.pt")
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m.pt").exists()
+
+
+def test_fer_predict_with_the_onnx_model_in_a_subprocess_without_torch(tmp_path_factory, tmp_path):
+    model = tiny_onnx(tmp_path_factory)
+    photo = tmp_path / "grace.jpg"  # half size: the face is still found, detection is 4x cheaper
+    with Image.open(GRACE_HOPPER) as image:
+        image.resize((256, 300)).save(photo)
+    script = Path(sys.executable).with_name("fer-predict")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "fer_lightning.predict"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [*command, str(photo), "--model", str(model)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(records) == 1 and records[0]["status"] == "ok"
+    check_record(
+        records[0], json.loads(ort.InferenceSession(str(model)).get_modelmeta().custom_metadata_map["class_names"])
+    )
+    # The ONNX path is meant to run where torch is not installed: it must not even import it.
+    probe = "import sys; from fer_lightning.predict import main; main(sys.argv[1:]); assert 'torch' not in sys.modules"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(photo), "--model", str(model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_deploy_benchmark_returns_numbers(ckpt, tmp_path):
+    small = tmp_path / "small.jpg"  # the benchmark's own photo is grace_hopper.jpg; a small one keeps this quick
+    with Image.open(GRACE_HOPPER) as image:
+        image.resize((128, 150)).save(small)
+    numbers = benchmark_deploy(ckpt, image=small, repeats=1, batch_size=8, threads=1)
+    assert numbers["image_size"] == "128x150" and numbers["detect_ms"] > 0
+    for backend in ("torch", "onnxruntime"):
+        assert numbers[f"{backend}/end_to_end_ms"] > 0 and numbers[f"{backend}/batch_faces_per_s"] > 0
