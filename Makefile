@@ -16,8 +16,8 @@ test:
 	$(BIN)/python -m pytest -q
 
 lint:
-	$(BIN)/ruff check fer_lightning tests train.py
-	$(BIN)/ruff format --check fer_lightning tests train.py
+	$(BIN)/ruff check fer_lightning hydra_plugins tests train.py
+	$(BIN)/ruff format --check fer_lightning hydra_plugins tests train.py
 
 train:
 	$(BIN)/python train.py $(ARGS)

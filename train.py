@@ -6,13 +6,14 @@ import hydra
 from omegaconf import DictConfig
 
 from fer_lightning.pipeline import train
+from fer_lightning.runs import run_recorded
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    # Sweepers (Optuna, ...) optimise the value returned here.
-    return metrics.get(cfg.get("optimized_metric")) if cfg.get("optimized_metric") else None
+    # Sweepers (Optuna, ...) optimise the value returned here; in a multirun a failed job returns NaN and
+    # leaves status.json "failed", so the other jobs still run (see fer_lightning/runs.py).
+    return run_recorded(cfg, train)
 
 
 if __name__ == "__main__":

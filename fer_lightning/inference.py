@@ -51,7 +51,7 @@ def model_input_size(model: FERClassifier, ckpt_path: str | Path | None = None) 
 
     A model trained on random crops (``data.augment.crop_size``, e.g. the VGG recipe's 40 px) is evaluated on
     the centre crop of that side. The checkpoint does not hold the data config, so look in order at: an
-    ``input_size`` hyperparameter (should the module ever save one), the run's ``config.yaml``
+    ``input_size`` hyperparameter (saved by runs since it was added), the run's ``config.yaml``
     (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``), the network's ``image_size`` hyperparameter, and
     finally the FER-2013 side, 48.
     """

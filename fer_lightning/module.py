@@ -45,6 +45,7 @@ class FERClassifier(L.LightningModule):
         channels_last: bool = True,
         compile: bool = False,
         class_names: Sequence[str] = EMOTIONS,
+        input_size: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -59,6 +60,8 @@ class FERClassifier(L.LightningModule):
                 "channels_last": channels_last,
                 "compile": compile,
                 "class_names": list(class_names),
+                # The side of the images it was trained on (a crop size), for evaluation and export.
+                "input_size": input_size,
             }
         )
         self.class_names = tuple(class_names)
@@ -142,12 +145,16 @@ class FERClassifier(L.LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         # compute() syncs the states of every DDP rank, so each rank logs the same global values.
+        # sync_dist only tells Lightning so (else it warns once per metric under DDP); the max of equal
+        # values is exact, where a mean over 3 ranks could round.
         collection = getattr(self, f"{stage}_metrics")
         values = collection.compute()
         collection.reset()
         self.confusion[stage] = values["confusion"].cpu()
         for name, value in flatten_metrics(values, self.class_names, stage).items():
-            self.log(name, value, prog_bar=name in (f"{stage}/acc", f"{stage}/f1_macro"))
+            self.log(
+                name, value, prog_bar=name in (f"{stage}/acc", f"{stage}/f1_macro"), sync_dist=True, reduce_fx="max"
+            )
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")

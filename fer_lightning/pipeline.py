@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import fer_lightning.config  # noqa: F401  (registers the resolvers the configs use)
+import fer_lightning.runs  # noqa: F401  (registers ${sweep_name:}, the W&B group of a multirun)
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.module import FERClassifier
 
