@@ -23,7 +23,7 @@ train:
 	$(BIN)/python train.py $(ARGS)
 
 bench:
-	$(BIN)/python -m fer_lightning.bench
+	$(BIN)/python -m fer_lightning.bench $(ARGS)
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -120,3 +120,8 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def run() -> dict[str, float | int | str]:
+    """The deploy rows of ``make bench``, with the thread count the bench set for everything else."""
+    return benchmark_deploy(threads=torch.get_num_threads())

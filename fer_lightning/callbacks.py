@@ -9,7 +9,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from fer_lightning.report import write_report
+from fer_lightning.report import table_markdown, write_report
 
 log = logging.getLogger("fer_lightning")
 
@@ -54,4 +54,4 @@ class TestReport(L.Callback):
             pl_module.class_names,
             extra={"ckpt_path": str(ckpt) if ckpt else None, "epoch": trainer.current_epoch},
         )
-        log.info("test report written to %s\n%s", self.output_dir, self.table.to_markdown(floatfmt=".4f"))
+        log.info("test report written to %s\n%s", self.output_dir, table_markdown(self.table))

@@ -23,7 +23,7 @@ from fer_lightning.calibration import plot_reliability
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.inference import load_classifier, model_input_size, resolve_device
 from fer_lightning.module import FERClassifier
-from fer_lightning.report import write_report
+from fer_lightning.report import table_markdown, write_report
 from fer_lightning.tta import TTA_MODES, predict_probs, tta_views
 
 log = logging.getLogger("fer_lightning")
@@ -107,7 +107,7 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     index = torch.arange(len(split))
     table = write_report(out, split.labels, probs, index, class_names, prefix=cfg.split, extra=extra)
-    log.info("evaluation report in %s\n%s", out.resolve(), table.to_markdown(floatfmt=".4f"))
+    log.info("evaluation report in %s\n%s", out.resolve(), table_markdown(table))
     return json.loads((out / "metrics.json").read_text())
 
 

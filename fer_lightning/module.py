@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from fer_lightning.data.splits import EMOTIONS
@@ -72,7 +73,7 @@ class FERClassifier(L.LightningModule):
         self.register_buffer("input_std", torch.tensor(255.0))
         self.register_buffer("loss_weights", torch.ones(num_classes))
         self.mix = self._mixer(num_classes, mixup_alpha, cutmix_alpha)
-        self.train_acc = classification_metrics(num_classes)["acc"].clone()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_metrics = classification_metrics(num_classes)
         self.test_metrics = classification_metrics(num_classes)
         self.confusion: dict[str, torch.Tensor] = {}

@@ -73,6 +73,12 @@ def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: Pa
     plt.close(fig)
 
 
+def table_markdown(table: pd.DataFrame) -> str:
+    """Four decimals for the scores, whole numbers for support, blanks where a row has no value."""
+    blanks = table.astype(object).where(table.notna(), None)
+    return blanks.to_markdown(floatfmt=("", ".4f", ".4f", ".4f", ".0f"), missingval="")
+
+
 def write_report(
     out_dir: str | Path,
     labels: torch.Tensor,
@@ -96,7 +102,7 @@ def write_report(
     (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
     table = classification_table(labels, probs, class_names)
     table.to_csv(out / "classification_report.csv", index_label="class")
-    (out / "classification_report.md").write_text(table.to_markdown(floatfmt=".4f") + "\n")
+    (out / "classification_report.md").write_text(table_markdown(table) + "\n")
     plot_confusion(values["confusion"].cpu(), class_names, out / "confusion_matrix.png", title=prefix)
     predictions = pd.DataFrame({"index": index.numpy(), "true": labels.numpy(), "predicted": probs.argmax(1).numpy()})
     for i, name in enumerate(class_names):

@@ -28,8 +28,13 @@ def warmup_cosine(
     return LambdaLR(optimizer, factor)
 
 
-def wall_clock_cosine(optimizer: Optimizer, total_steps: int, budget_minutes: float, warmup_fraction: float = 0.05,
-                      min_lr_ratio: float = 0.0) -> LambdaLR:
+def wall_clock_cosine(
+    optimizer: Optimizer,
+    total_steps: int,
+    budget_minutes: float,
+    warmup_fraction: float = 0.05,
+    min_lr_ratio: float = 0.0,
+) -> LambdaLR:
     """Warm-up + cosine over a wall-clock budget: the LR reaches its floor when the time is up.
 
     For recipes judged by a time budget (``cpu_speedrun``): a step-based schedule sized on one
@@ -39,8 +44,9 @@ def wall_clock_cosine(optimizer: Optimizer, total_steps: int, budget_minutes: fl
     """
     start = time.monotonic()
     budget = budget_minutes * 60
-    shape = warmup_cosine(optimizer, total_steps=10_000, warmup_fraction=warmup_fraction,
-                          min_lr_ratio=min_lr_ratio).lr_lambdas[0]
+    shape = warmup_cosine(
+        optimizer, total_steps=10_000, warmup_fraction=warmup_fraction, min_lr_ratio=min_lr_ratio
+    ).lr_lambdas[0]
 
     def factor(step: int) -> float:
         progress = max((time.monotonic() - start) / budget, step / max(1, total_steps))

@@ -20,8 +20,10 @@ USAGES = ["Training", "PublicTest", "Training", "PrivateTest", "Training", "Publ
 
 def make_rows(n: int = 8, seed: int = 0) -> list[tuple[int, str, np.ndarray]]:
     rng = np.random.default_rng(seed)
-    return [(int(rng.integers(0, 7)), USAGES[i % len(USAGES)], rng.integers(0, 256, (48, 48), dtype=np.uint8))
-            for i in range(n)]
+    return [
+        (int(rng.integers(0, 7)), USAGES[i % len(USAGES)], rng.integers(0, 256, (48, 48), dtype=np.uint8))
+        for i in range(n)
+    ]
 
 
 def pix(img: np.ndarray) -> str:
@@ -151,9 +153,14 @@ def test_auto_preference_and_forced_format(tmp_path, cache, caplog):
         total(format="csv")
 
 
-@pytest.mark.parametrize("kw, names", [({"format": "xml"}, "auto, csv, icml, folder"),
-                                       ({"on_bad_rows": "drop"}, "error, skip"),
-                                       ({"bad_images": "crop"}, "resize, error, skip")])
+@pytest.mark.parametrize(
+    "kw, names",
+    [
+        ({"format": "xml"}, "auto, csv, icml, folder"),
+        ({"on_bad_rows": "drop"}, "error, skip"),
+        ({"bad_images": "crop"}, "resize, error, skip"),
+    ],
+)
 def test_bad_options(tmp_path, kw, names):
     with pytest.raises(ValueError, match=names):
         FER2013Source(str(tmp_path), **kw)
@@ -167,8 +174,17 @@ def test_missing_data_message(tmp_path, cache, make_dir):
     with pytest.raises(FileNotFoundError) as err:
         src(root, cache).load()
     msg = str(err.value)
-    for part in (str(root), "fer2013.csv", "fer2013.csv.gz", "icml_face_data.csv", "train/", "Kaggle",
-                 "Challenges in Representation Learning", "msambare/fer2013", "data=synthetic"):
+    for part in (
+        str(root),
+        "fer2013.csv",
+        "fer2013.csv.gz",
+        "icml_face_data.csv",
+        "train/",
+        "Kaggle",
+        "Challenges in Representation Learning",
+        "msambare/fer2013",
+        "data=synthetic",
+    ):
         assert part in msg
 
 
@@ -176,20 +192,23 @@ def test_missing_data_message(tmp_path, cache, make_dir):
 GOOD = pix(np.zeros((48, 48), np.uint8))
 
 
-@pytest.mark.parametrize("line, problem", [
-    (f"3,{' '.join(['1'] * 2303)},Training", "2303 pixel values, expected 2304"),
-    (f"3,{' '.join(['1'] * 2305)},Training", "2305 pixel values"),
-    (f"3,{GOOD[:-1]}x,Training", "non-numeric pixel value 'x'"),
-    (f"3,{GOOD[:-1]}1.5,Training", "non-numeric pixel value '1.5'"),
-    (f"3,256 {GOOD[2:]},Training", "pixel value 256 is outside 0..255"),
-    (f"3,-1 {GOOD[2:]},Training", "pixel value -1 is outside 0..255"),
-    (f"7,{GOOD},Training", "emotion label 7 is outside 0..6"),
-    (f"-1,{GOOD},Training", "emotion label -1 is outside 0..6"),
-    (f"happy,{GOOD},Training", "emotion label 'happy' is not an integer"),
-    (f"2.5,{GOOD},Training", "emotion label '2.5' is not an integer"),
-    (f"3,{GOOD},Validation", "unknown Usage 'Validation'"),
-    ("3,,Training", "0 pixel values"),
-])
+@pytest.mark.parametrize(
+    "line, problem",
+    [
+        (f"3,{' '.join(['1'] * 2303)},Training", "2303 pixel values, expected 2304"),
+        (f"3,{' '.join(['1'] * 2305)},Training", "2305 pixel values"),
+        (f"3,{GOOD[:-1]}x,Training", "non-numeric pixel value 'x'"),
+        (f"3,{GOOD[:-1]}1.5,Training", "non-numeric pixel value '1.5'"),
+        (f"3,256 {GOOD[2:]},Training", "pixel value 256 is outside 0..255"),
+        (f"3,-1 {GOOD[2:]},Training", "pixel value -1 is outside 0..255"),
+        (f"7,{GOOD},Training", "emotion label 7 is outside 0..6"),
+        (f"-1,{GOOD},Training", "emotion label -1 is outside 0..6"),
+        (f"happy,{GOOD},Training", "emotion label 'happy' is not an integer"),
+        (f"2.5,{GOOD},Training", "emotion label '2.5' is not an integer"),
+        (f"3,{GOOD},Validation", "unknown Usage 'Validation'"),
+        ("3,,Training", "0 pixel values"),
+    ],
+)
 def test_bad_row_message(tmp_path, cache, line, problem):
     good = f"0,{GOOD},Training"
     path = write_csv(tmp_path / "d" / "fer2013.csv", None, [good, good, line, good])
@@ -379,7 +398,14 @@ def test_real_copy(tmp_path):
     assert len(out["Training"]) == 28709 and len(out["PublicTest"]) == 3589
     counts = dict(zip(EMOTIONS, torch.bincount(out["Training"].labels, minlength=7).tolist()))
     assert sum(counts.values()) == 28709
-    assert counts == {"angry": 3995, "disgust": 436, "fear": 4097, "happy": 7215, "sad": 4830, "surprise": 3171,
-                      "neutral": 4965}
+    assert counts == {
+        "angry": 3995,
+        "disgust": 436,
+        "fear": 4097,
+        "happy": 7215,
+        "sad": 4830,
+        "surprise": 3171,
+        "neutral": 4965,
+    }
     for arrays in out.values():
         assert arrays.images.shape[1:] == (48, 48) and arrays.images.dtype == torch.uint8

@@ -1,0 +1,136 @@
+"""Rows 4 to 6: FER-2013 load times, peak memory of a train.py run, and the deploy-latency hook."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fer_lightning.bench_common import FER_TRAIN, FER_VAL, ROOT, Row
+from fer_lightning.data.fer2013 import FER2013Source
+
+GIB = 1024**3
+RSS_TARGET_GIB = 2.0
+DEPLOY_MODULE = "fer_lightning.bench_deploy"  # another engineer's; its run() adds the deploy rows
+
+
+def dataset_load_rows(root: str | None) -> list[Row]:
+    """Cold (fresh, empty cache dir: parse) then cached (second load) times of ``FER2013Source``."""
+    if not root:
+        return [Row("FER-2013 load (cold / cached)", None, "s", note="skipped: set FER2013_DIR")]
+    with tempfile.TemporaryDirectory(prefix="fer-bench-cache-") as cache:
+        source = FER2013Source(root, cache_dir=cache)
+        start = time.perf_counter()
+        splits = source.load()
+        cold = time.perf_counter() - start
+        start = time.perf_counter()
+        source.load()
+        cached = time.perf_counter() - start
+    images = f"{sum(len(s) for s in splits.values()):,} images in {', '.join(sorted(splits))}"
+    return [
+        Row("FER-2013 load, cold (empty cache)", cold, "s", note=f"FER2013_DIR={root}: {images}"),
+        Row("FER-2013 load, cached", cached, "s", cold, cold / cached, "second load; baseline: the cold load"),
+    ]
+
+
+def _wait_with_rusage(process: subprocess.Popen, timeout: float) -> tuple[int, int]:
+    """(exit code, peak RSS in bytes) of this child alone: RUSAGE_CHILDREN would also count earlier children."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            process.returncode = os.waitstatus_to_exitcode(status)
+            scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+            return process.returncode, usage.ru_maxrss * scale
+        if time.monotonic() > deadline:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            raise TimeoutError(f"train.py ran past {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def peak_rss_rows(
+    fer2013_dir: str | None,
+    train_batches: int,
+    workdir: Path,
+    sizes: Sequence[int] = (FER_TRAIN, FER_VAL, FER_VAL),
+    timeout: float = 600.0,
+) -> list[Row]:
+    """Peak resident memory of ``python train.py model=cnn3`` (fit for ``train_batches``, full val, test, report)."""
+    run_dir = workdir / "rss-run"
+    args = [
+        sys.executable,
+        "train.py",
+        "model=cnn3",
+        "trainer.max_epochs=1",
+        f"++trainer.limit_train_batches={train_batches}",
+        "++trainer.enable_progress_bar=false",
+        "callbacks.progress_bar=null",
+        f"hydra.run.dir='{run_dir}'",
+    ]
+    if fer2013_dir:
+        args += ["data=fer2013", f"paths.data_dir='{fer2013_dir}'", f"paths.cache_dir='{workdir / 'rss-cache'}'"]
+        data = "FER2013_DIR, cold cache"
+    else:
+        train, val, test = sizes
+        args += [f"data.source.train_size={train}", f"data.source.val_size={val}", f"data.source.test_size={test}"]
+        data = f"synthetic faces sized {train:,}/{val:,}/{test:,}"
+    log_path = workdir / "rss-run.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        code, peak = _wait_with_rusage(process, timeout)
+    if code != 0:
+        tail = log_path.read_text()[-3000:]
+        raise RuntimeError(f"train.py failed (exit {code}):\n{tail}")
+    return [
+        Row(
+            "Peak RSS of a cnn3 train.py run",
+            peak / GIB,
+            "GiB",
+            note=f"{data}; {train_batches} train batches, full val + test + report; target < {RSS_TARGET_GIB:.0f} GiB",
+        )
+    ]
+
+
+_UNIT = re.compile(r"^(?P<name>.*?)\s*\((?P<unit>[^()]+)\)\s*$")  # "name (unit)"
+_SUFFIX_UNITS = {"_ms": "ms", "_s": "s", "_mib": "MiB"}
+_PER_SECOND = re.compile(r"^(?P<name>.*?)_(?P<what>[a-z]+)_per_s$")  # "batch_faces_per_s" -> faces/s
+
+
+def _name_and_unit(key: str) -> tuple[str, str]:
+    """The unit a deploy metric's name carries: "x (ms)", "x_ms", "x_faces_per_s"; none otherwise."""
+    if match := _UNIT.match(key):
+        return match["name"], match["unit"]
+    if match := _PER_SECOND.match(key):
+        return match["name"], f"{match['what']}/s"
+    for suffix, unit in _SUFFIX_UNITS.items():
+        if key.endswith(suffix):
+            return key[: -len(suffix)], unit
+    return key, ""
+
+
+def deploy_rows(module: str = DEPLOY_MODULE) -> list[Row]:
+    """HOOK for deploy latency: ``fer_lightning.bench_deploy.run() -> dict[str, float]``, written elsewhere.
+
+    Every numeric item becomes a row "Deploy: <name>", its unit taken from the name (see ``_name_and_unit``);
+    other values (labels, sizes as text) are left out. No such module, or no ``run``: no rows.
+    """
+    if importlib.util.find_spec(module) is None:
+        return []
+    run = getattr(importlib.import_module(module), "run", None)
+    if not callable(run):
+        return []
+    rows = []
+    for key, value in run().items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            name, unit = _name_and_unit(key)
+            rows.append(Row(f"Deploy: {name}", float(value), unit, note=f"from {module}.run()"))
+    return rows

@@ -1,0 +1,113 @@
+"""Per-sample random augmentation of whole batches with tensor ops.
+
+torchvision's v2 transforms draw one set of parameters per call, so applied to a batch every image
+would get the same rotation; per-image calls in a DataLoader are what makes typical FER loops slow.
+Here every geometric change of one image (rotation, zoom, shift, flip, random crop) is folded into
+one affine matrix, and a single ``grid_sample`` warps the whole batch on its device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+class BatchAugment:
+    """Random geometry and erasing for a float batch (N, C, H, W); a no-op when every option is off.
+
+    Ranges follow the Keras ``ImageDataGenerator`` of the seed recipe: ``rotation`` in degrees (+-),
+    ``zoom`` as the relative scale range (+-), ``shift`` as a fraction of the side (+-).
+    ``crop_size`` takes a random crop of that side (the VGG recipe's 40 px crops); evaluation then
+    uses the centre crop. ``erasing`` is the probability of blanking a random rectangle (to 0,
+    black) covering ``erasing_area`` of the image, as in Zhong et al.'s random erasing.
+    """
+
+    def __init__(
+        self,
+        rotation: float = 0.0,
+        zoom: float = 0.0,
+        shift: float = 0.0,
+        hflip: bool = False,
+        crop_size: int | None = None,
+        erasing: float = 0.0,
+        erasing_area: tuple[float, float] = (0.02, 0.25),
+        erasing_ratio: tuple[float, float] = (0.3, 3.3),
+    ) -> None:
+        if not 0.0 <= erasing <= 1.0:
+            raise ValueError(f"augment.erasing is a probability in [0, 1], got {erasing}")
+        if zoom < 0 or zoom >= 1 or shift < 0 or rotation < 0:
+            raise ValueError(
+                f"augment ranges must be >= 0 (and zoom < 1): rotation={rotation}, zoom={zoom}, shift={shift}"
+            )
+        self.rotation, self.zoom, self.shift, self.hflip = rotation, zoom, shift, hflip
+        self.crop_size = crop_size
+        self.erasing, self.erasing_area, self.erasing_ratio = erasing, tuple(erasing_area), tuple(erasing_ratio)
+
+    def output_size(self, size: int) -> int:
+        return self.crop_size or size
+
+    @property
+    def moves_pixels(self) -> bool:
+        return bool(self.rotation or self.zoom or self.shift or self.hflip or self.crop_size)
+
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.moves_pixels:
+            images = self._warp(images, generator)
+        if self.erasing > 0:
+            images = self._erase(images, generator)
+        return images
+
+    def _uniform(self, n: int, low: float, high: float, like: torch.Tensor, generator) -> torch.Tensor:
+        return torch.rand(n, device=like.device, generator=generator, dtype=torch.float32) * (high - low) + low
+
+    def _warp(self, images: torch.Tensor, generator) -> torch.Tensor:
+        n, c, h, w = images.shape
+        size = self.output_size(h)
+        angle = self._uniform(n, -self.rotation, self.rotation, images, generator) * (math.pi / 180)
+        scale = self._uniform(n, 1 - self.zoom, 1 + self.zoom, images, generator)
+        flip = torch.ones(n, device=images.device)
+        if self.hflip:
+            flip = torch.where(torch.rand(n, device=images.device, generator=generator) < 0.5, -flip, flip)
+        # A crop of side `size` is the output grid shrunk by size/h and moved anywhere it still fits.
+        crop = size / h
+        reach = (1 - crop) + 2 * self.shift
+        tx = self._uniform(n, -reach, reach, images, generator)
+        ty = self._uniform(n, -reach, reach, images, generator)
+        cos, sin = torch.cos(angle) * crop / scale, torch.sin(angle) * crop / scale
+        theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1).to(
+            images.dtype
+        )
+        grid = F.affine_grid(theta, [n, c, size, size], align_corners=False)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def _erase(self, images: torch.Tensor, generator) -> torch.Tensor:
+        n, _, h, w = images.shape
+        area = self._uniform(n, *self.erasing_area, images, generator) * h * w
+        log_ratio = self._uniform(
+            n, math.log(self.erasing_ratio[0]), math.log(self.erasing_ratio[1]), images, generator
+        )
+        ratio = torch.exp(log_ratio)
+        eh = torch.sqrt(area * ratio).clamp(1, h)
+        ew = torch.sqrt(area / ratio).clamp(1, w)
+        top = torch.rand(n, device=images.device, generator=generator) * (h - eh)
+        left = torch.rand(n, device=images.device, generator=generator) * (w - ew)
+        apply = torch.rand(n, device=images.device, generator=generator) < self.erasing
+        rows = torch.arange(h, device=images.device).view(1, h, 1)
+        cols = torch.arange(w, device=images.device).view(1, 1, w)
+        inside = (
+            (rows >= top.view(n, 1, 1))
+            & (rows < (top + eh).view(n, 1, 1))
+            & (cols >= left.view(n, 1, 1))
+            & (cols < (left + ew).view(n, 1, 1))
+            & apply.view(n, 1, 1)
+        )
+        return images.masked_fill(inside.unsqueeze(1), 0.0)
+
+
+def center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The evaluation counterpart of a training-time random crop."""
+    h, w = images.shape[-2:]
+    top, left = (h - size) // 2, (w - size) // 2
+    return images[..., top : top + size, left : left + size]

@@ -1,0 +1,75 @@
+"""Whole-batch loading from in-memory tensors: one fancy-index per batch, no per-sample collate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from fer_lightning.data.splits import SplitArrays
+
+
+class InMemoryBatches(Dataset):
+    """Indexed by a list of sample indices; returns ``(images uint8, labels, indices)`` for all of them."""
+
+    def __init__(self, split: SplitArrays) -> None:
+        self.split = split
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return self.split.images[index], self.split.labels[index], index
+
+
+class ShardedBatchSampler(Sampler[list[int]]):
+    """Yields lists of indices: shuffled per epoch from ``seed`` when training, in order otherwise.
+
+    It also does the work of a DistributedSampler (each rank takes every ``world_size``-th sample),
+    but never pads with duplicates, so validation metrics under DDP count each image exactly once.
+    Lightning calls ``set_epoch`` on it, which makes the order a function of (seed, epoch) alone:
+    a run resumed from a checkpoint sees the same batches as one that never stopped.
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard(self) -> torch.Tensor:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        if self.shuffle and self.world_size > 1:
+            # Equal shard sizes keep DDP ranks in step during training (they all-reduce every step).
+            order = order[: self.num_samples - self.num_samples % self.world_size]
+        return order[self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        shard = self._shard()
+        stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
+        for start in range(0, stop, self.batch_size):
+            yield shard[start : start + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        size = len(self._shard()) if self.world_size > 1 else self.num_samples
+        return size // self.batch_size if self.drop_last else -(-size // self.batch_size)

@@ -1,0 +1,107 @@
+"""Smoke test of ``fer_lightning.bench`` at toy sizes: every row comes out, with positive numbers (no timing claims)."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fer_lightning.bench import Sizes, collect_rows, format_table, render
+from fer_lightning.bench_common import Row
+from fer_lightning.bench_system import dataset_load_rows, deploy_rows
+
+TINY = Sizes(
+    loader_images=128,
+    loader_epochs=1,
+    loader_seconds=0.0,
+    train_images=192,
+    train_epochs=1,
+    epoch_images=256,
+    epoch_min_batches=1,
+    epoch_min_seconds=0.0,
+    val_batches=1,
+    cpu_eval_batch=32,
+    models=("logreg",),
+    rss_train_batches=2,
+    rss_sizes=(128, 64, 64),
+)
+FAKE_DEPLOY = """
+def run():
+    return {"torch/classify_one_ms": 1.5, "onnxruntime/batch_faces_per_s": 900.0, "image": "x.jpg", "p95 (ms)": 2.0}
+"""
+
+
+def _positive(row: Row) -> bool:
+    return all(v is None or (math.isfinite(v) and v > 0) for v in (row.value, row.baseline, row.ratio))
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory) -> list[Row]:
+    root = tmp_path_factory.mktemp("bench")
+    (root / "fake_deploy.py").write_text(FAKE_DEPLOY)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # no timing is checked, and on a shared machine spare threads only wait
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.syspath_prepend(str(root))
+            return collect_rows(TINY, root / "work", fer2013_dir=None, deploy_module="fake_deploy")
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_every_row_is_there_with_positive_numbers(rows):
+    names = [row.name for row in rows]
+    expected = [
+        "Augmented train batches/s",
+        "cnn3 training images/s",
+        "FER-2013 epoch, model=logreg (cpu)",
+        *(["FER-2013 epoch, model=logreg (gpu)"] if torch.cuda.is_available() else []),
+        "FER-2013 load",
+        "Peak RSS",
+        "Deploy: torch/classify_one",
+        "Deploy: onnxruntime/batch",
+        "Deploy: p95",
+    ]
+    assert len(names) == len(expected), names
+    for name, start in zip(names, expected):
+        assert name.startswith(start), (name, start)
+    assert not [row for row in rows if row.note.startswith("failed")], "no row may fail"
+    assert all(_positive(row) for row in rows), rows
+    measured = [row for row in rows if not row.name.startswith("FER-2013 load")]
+    assert all(row.value is not None for row in measured)
+    assert rows[0].baseline and rows[1].baseline, "rows 1 and 2 carry their baselines and ratios"
+    assert rows[0].ratio == pytest.approx(rows[0].value / rows[0].baseline)
+
+
+def test_dataset_load_row_is_skipped_without_fer2013_dir(rows):
+    skipped = next(row for row in rows if row.name.startswith("FER-2013 load"))
+    assert skipped.value is None and skipped.note == "skipped: set FER2013_DIR"
+
+
+def test_deploy_hook_takes_units_from_names(rows):
+    deploy = {row.name: row.unit for row in rows if row.name.startswith("Deploy:")}
+    assert deploy == {"Deploy: torch/classify_one": "ms", "Deploy: onnxruntime/batch": "faces/s", "Deploy: p95": "ms"}
+    assert deploy_rows("no_such_module_anywhere") == []
+
+
+def test_dataset_load_rows_time_a_fer2013_csv(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    lines = [
+        f"{i % 7},{' '.join(map(str, rng.integers(0, 256, 48 * 48)))},{usage}"
+        for i, usage in enumerate(["Training"] * 6 + ["PublicTest"] * 2 + ["PrivateTest"] * 2)
+    ]
+    (tmp_path / "fer2013.csv").write_text("\n".join(["emotion,pixels,Usage", *lines]) + "\n")
+    cold, cached = dataset_load_rows(str(tmp_path))
+    assert cold.value > 0 and cached.value > 0 and cached.ratio == pytest.approx(cold.value / cached.value)
+    assert "10 images" in cold.note
+
+
+def test_markdown_report(rows):
+    text = render(rows, "python -m fer_lightning.bench --quick", datetime.now().astimezone())
+    table = format_table(rows)
+    assert table in text and "`python -m fer_lightning.bench --quick`" in text and "- CPU: " in text
+    assert len(table.splitlines()) == len(rows) + 2
