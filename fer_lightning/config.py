@@ -16,7 +16,7 @@ def cpu_has_amx_bf16() -> bool:
 
 
 def best_precision(accelerator: str = "auto") -> str:
-    """bf16 autocast where the hardware runs it natively (it trained cnn3 2.3x faster on an AMX CPU), else fp32."""
+    """bf16 autocast where the hardware runs it natively (AMX CPUs, bf16 GPUs); fp32 where bf16 would be emulated."""
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "bf16-mixed" if cpu_has_amx_bf16() else "32-true"

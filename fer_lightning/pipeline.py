@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
 
     if cfg.get("test") and datamodule.has_split("test"):
-        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
         best = checkpoint.best_model_path if checkpoint else ""
         if not best:
             log.warning("no best checkpoint was saved: testing the weights as they are now")
