@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every metric logged (val and test)."""
     output_dir = Path(cfg.paths.output_dir)
     _refuse_to_overwrite(output_dir)
+    # The CSV logger warns that it will delete an earlier metrics.csv; the check above means there is none.
+    warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     datamodule, module, trainer = build(cfg)

@@ -102,3 +102,17 @@ def test_crop_size_center_crops_evaluation_batches():
     images, _, _ = dm.on_after_batch_transfer(batch, 0)
     assert images.shape[-2:] == (40, 40)
     assert torch.equal(images[:, 0], batch[0][:, 4:44, 4:44].float())
+
+
+def test_augmented_grid_png_has_a_row_per_class(tmp_path):
+    from PIL import Image
+
+    from fer_lightning.data.preview import save_augmented_grid
+
+    dm = FERDataModule(
+        DictSource({"Training": make_split(70), "PublicTest": make_split(7, 1)}),
+        augment=BatchAugment(rotation=10, hflip=True),
+    )
+    path = save_augmented_grid(dm, tmp_path / "grid.png", per_class=4)
+    width, height = Image.open(path).size
+    assert height > width > 0, "7 rows of 4 samples"

@@ -1,0 +1,58 @@
+"""See what the model sees: a grid of augmented training samples per class, as a PNG.
+
+``python -m fer_lightning.data.preview [data=fer2013] [data.augment.rotation=20 ...]`` writes
+``augmented_samples.png`` into its run dir; it takes the same data options as ``train.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from hydra.utils import instantiate  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+import fer_lightning.config  # noqa: E402, F401  (resolvers)
+from fer_lightning.data.datamodule import FERDataModule  # noqa: E402
+
+log = logging.getLogger("fer_lightning.data")
+
+
+def save_augmented_grid(datamodule: FERDataModule, path: str | Path, per_class: int = 8, seed: int = 0) -> Path:
+    """One row per class: ``per_class`` training images, each through the training augmentation."""
+    datamodule.setup("fit")
+    train = datamodule.splits["train"]
+    generator = torch.Generator().manual_seed(seed)
+    names = datamodule.class_names
+    fig, axes = plt.subplots(len(names), per_class, figsize=(per_class * 0.9, len(names) * 1.0), squeeze=False)
+    for row, name in enumerate(names):
+        members = torch.nonzero(train.labels == row).flatten()
+        chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
+        images = datamodule.augment(train.images[chosen].unsqueeze(1).float(), generator)
+        for col, ax in enumerate(axes[row]):
+            ax.axis("off")
+            if col < len(images):
+                ax.imshow(images[col, 0].clamp(0, 255).numpy(), cmap="gray", vmin=0, vmax=255)
+        axes[row][0].set_title(f"{name} ({len(members)})", fontsize=7, loc="left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
+def main(cfg: DictConfig) -> None:
+    path = save_augmented_grid(instantiate(cfg.data), Path(cfg.paths.output_dir) / "augmented_samples.png")
+    log.info("augmented samples written to %s", path.resolve())
+
+
+if __name__ == "__main__":
+    main()
