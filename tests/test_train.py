@@ -67,7 +67,10 @@ def short_run(tmp_path_factory) -> tuple[Path, dict]:
             "data.source.train_size=1400",
             "data.source.val_size=280",
             "data.source.test_size=350",
-            "model.batch_norm=true", "data/augment=none", "data.batch_size=32", "trainer.max_epochs=4",
+            "model.batch_norm=true",
+            "data/augment=none",
+            "data.batch_size=32",
+            "trainer.max_epochs=4",
             "++trainer.enable_progress_bar=false",
             "callbacks.progress_bar=null",
         ],
@@ -172,3 +175,36 @@ def test_cli_help_and_unknown_option():
     bad = run_cli("model=nosuchmodel")
     assert bad.returncode != 0
     assert "nosuchmodel" in bad.stderr and "cnn3" in bad.stderr
+
+
+@pytest.fixture
+def tiny_fer2013_csv(tmp_path) -> Path:
+    """A fer2013.csv with all three splits, so experiment configs (which use data=fer2013) can run."""
+    generator = torch.Generator().manual_seed(0)
+    rows = ["emotion,pixels,Usage"]
+    for usage, count in (("Training", 56), ("PublicTest", 14), ("PrivateTest", 14)):
+        for i in range(count):
+            pixels = " ".join(map(str, torch.randint(0, 256, (48 * 48,), generator=generator).tolist()))
+            rows.append(f"{i % 7},{pixels},{usage}")
+    root = tmp_path / "fer2013"
+    root.mkdir()
+    (root / "fer2013.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_config_runs_fast_dev_run(make_cfg, tiny_fer2013_csv, experiment):
+    # Small batches keep VGG and ResNet cheap; the GPU recipe runs its code path on the CPU here.
+    cfg = make_cfg(
+        f"experiment={experiment}",
+        f"paths.data_dir={tiny_fer2013_csv}",
+        "debug=fdr",
+        "data.batch_size=4",
+        "data.eval_batch_size=8",
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        "module.compile=false",
+        tiny=False,
+    )
+    assert cfg.data.source._target_.endswith("FER2013Source")
+    assert "test/acc" in train(cfg)
