@@ -76,7 +76,6 @@ class FERDataModule(L.LightningDataModule):
         self.on_device = on_device
         self.class_names: tuple[str, ...] = EMOTIONS
         self.splits: dict[str, SplitArrays] = {}
-        self.eval_crop = True
 
     # ---- loading -------------------------------------------------------------------------
     def setup(self, stage: str | None = None) -> None:
@@ -170,7 +169,7 @@ class FERDataModule(L.LightningDataModule):
         images = images.unsqueeze(1).float()
         if self.trainer is not None and self.trainer.training:
             images = self.augment(images, self._batch_generator(images.device, index))
-        elif self.eval_crop and self.augment.crop_size:
+        elif self.augment.crop_size:
             images = center_crop(images, self.augment.crop_size)
         return images, labels, index
 
