@@ -50,8 +50,8 @@ class Sizes:
     """How much each row measures; ``FULL`` stays under 10 minutes on 2 CPU cores."""
 
     loader_images: int = 3000  # faces written as PNGs and loaded by both pipelines (row 1)
-    loader_epochs: int = 2  # timed epochs per pipeline, after a warm-up one...
-    loader_seconds: float = 3.0  # ...lasting at least this long
+    loader_rounds: int = 5  # rounds in which both pipelines take turns, after a warm-up epoch each...
+    loader_seconds: float = 1.0  # ...each pipeline timed for at least this long per round
     train_images: int = 3000  # in-memory training set of row 2
     train_epochs: int = 4  # timed epochs per side, after a warm-up one
     epoch_images: int = 4096  # training images of row 3: caps its timed batches at epoch_images / 64 - 1
@@ -67,7 +67,7 @@ class Sizes:
 FULL = Sizes()
 QUICK = Sizes(
     loader_images=1000,
-    loader_epochs=1,
+    loader_rounds=1,
     loader_seconds=0.5,
     train_images=1280,
     train_epochs=1,
@@ -99,7 +99,7 @@ def collect_rows(
     steps: list[tuple[str, Callable[[], list[Row]]]] = [
         (
             "augmented batches/s",
-            partial(loader_rows, head(faces, sizes.loader_images), sizes.loader_epochs, sizes.loader_seconds, workdir),
+            partial(loader_rows, head(faces, sizes.loader_images), sizes.loader_rounds, sizes.loader_seconds, workdir),
         ),
         (
             "Lightning vs plain loop",

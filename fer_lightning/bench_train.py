@@ -67,7 +67,9 @@ class PlainLoop:
         order = torch.randperm(len(labels), generator=self.shuffle)
         for first in range(0, usable, self.batch):
             index = order[first : first + self.batch]
-            x = self.augment(images[index].unsqueeze(1).float(), torch.Generator().manual_seed(self.step))
+            x = self.augment(
+                images.index_select(0, index).unsqueeze(1).float(), torch.Generator().manual_seed(self.step)
+            )
             x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

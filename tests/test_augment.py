@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fer_lightning.data.augment import BatchAugment
+from fer_lightning.data.augment import BatchAugment, affine_grid
 
 
 def faces(n: int = 16) -> torch.Tensor:
@@ -59,6 +60,13 @@ def test_erasing_blanks_a_rectangle_in_about_p_of_images():
     out = BatchAugment(erasing=0.5)(x, seeded())
     erased = (out == 0).flatten(1).any(1).float().mean().item()
     assert 0.4 < erased < 0.6
+
+
+@pytest.mark.parametrize("size", [40, 48])
+def test_affine_grid_matches_torch(size):
+    theta = torch.randn(5, 2, 3, generator=seeded())
+    expected = F.affine_grid(theta, [5, 1, size, size], align_corners=False)
+    assert torch.allclose(affine_grid(theta, size), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("bad", [{"erasing": 1.5}, {"zoom": -0.1}, {"rotation": -1}])

@@ -16,7 +16,7 @@ from fer_lightning.bench_system import dataset_load_rows, deploy_rows
 
 TINY = Sizes(
     loader_images=128,
-    loader_epochs=1,
+    loader_rounds=1,
     loader_seconds=0.0,
     train_images=192,
     train_epochs=1,

@@ -32,4 +32,4 @@ class SplitArrays:
         return int(self.labels.shape[0])
 
     def subset(self, index: torch.Tensor) -> SplitArrays:
-        return SplitArrays(self.images[index], self.labels[index])
+        return SplitArrays(self.images.index_select(0, index), self.labels.index_select(0, index))
