@@ -103,20 +103,46 @@ def image_folder_epochs(folder: Path) -> Callable[[int], int]:
     return epoch
 
 
+def on_threads(count: int, epoch_fn: Callable[[int], int]) -> Callable[[int], int]:
+    """``epoch_fn`` run with ``count`` torch threads, the caller's setting restored after it."""
+
+    def epoch(number: int) -> int:
+        before = torch.get_num_threads()
+        torch.set_num_threads(count)
+        try:
+            return epoch_fn(number)
+        finally:
+            torch.set_num_threads(before)
+
+    return epoch
+
+
 def loader_rows(faces: SplitArrays, rounds: int, min_seconds: float, workdir: Path) -> list[Row]:
+    """FERDataModule at torch's thread count, and on one thread when that is more, vs the baseline.
+
+    The baseline's 2 worker processes take 2 cores; the one-thread row shows what a single core does.
+    """
     folder = write_image_folder(faces, workdir / "images")
-    epoch_fns = {"ours": datamodule_epochs(faces, workdir / "dm"), "theirs": image_folder_epochs(folder)}
+    ours = datamodule_epochs(faces, workdir / "dm")
+    threads = torch.get_num_threads()
+    epoch_fns = {threads: ours, "baseline": image_folder_epochs(folder)}
+    if threads > 1:
+        epoch_fns[1] = on_threads(1, ours)
     rates = interleaved_rates(epoch_fns, rounds, min_seconds)
-    ours, theirs = rates["ours"], rates["theirs"]
+    theirs = rates.pop("baseline")
+    note = (
+        f"baseline: ImageFolder + torchvision transforms, DataLoader(num_workers=2), same {len(faces):,} faces "
+        f"as PNGs; median of {rounds} round(s) taking turns, >= {min_seconds:g} s of whole epochs per side "
+        f"each, after a warm-up epoch; target ratio >= {TARGET:.0f}"
+    )
     return [
         Row(
-            f"Augmented train batches/s (batch {BATCH}, seed recipe): FERDataModule",
-            ours,
+            f"Augmented train batches/s (batch {BATCH}, seed recipe): FERDataModule, {count} torch thread(s)",
+            rate,
             "batches/s",
             theirs,
-            ours / theirs,
-            f"baseline: ImageFolder + torchvision transforms, DataLoader(num_workers=2), same {len(faces):,} faces "
-            f"as PNGs; median of {rounds} round(s) taking turns, >= {min_seconds:g} s of whole epochs per side "
-            f"each, after a warm-up epoch; torch threads {torch.get_num_threads()}; target ratio >= {TARGET:.0f}",
+            rate / theirs,
+            note,
         )
+        for count, rate in rates.items()
     ]

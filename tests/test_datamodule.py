@@ -29,20 +29,20 @@ def test_sampler_covers_every_sample_once_in_eval_across_ranks():
         i
         for rank in range(3)
         for batch in ShardedBatchSampler(100, 16, False, False, rank=rank, world_size=3)
-        for i in batch
+        for i in batch.tolist()
     ]
     assert sorted(seen) == list(range(100))
 
 
 def test_sampler_shuffles_per_epoch_and_is_reproducible():
     sampler = ShardedBatchSampler(100, 10, shuffle=True, drop_last=True, seed=1)
-    first = list(sampler)
+    first = [batch.tolist() for batch in sampler]
     sampler.set_epoch(1)
-    second = list(sampler)
+    second = [batch.tolist() for batch in sampler]
     assert first != second and len(first) == len(sampler) == 10
     again = ShardedBatchSampler(100, 10, shuffle=True, drop_last=True, seed=1)
     again.set_epoch(1)
-    assert list(again) == second
+    assert [batch.tolist() for batch in again] == second
 
 
 def test_sampler_gives_ranks_equal_training_shards():

@@ -15,7 +15,7 @@ from fer_lightning.data.splits import SplitArrays
 
 
 class InMemoryBatches(Dataset):
-    """Indexed by a list of sample indices; returns ``(images uint8, labels, indices)`` for all of them."""
+    """Indexed by a tensor of sample indices; returns ``(images uint8, labels, indices)`` for all of them."""
 
     def __init__(self, split: SplitArrays) -> None:
         self.split = split
@@ -23,13 +23,12 @@ class InMemoryBatches(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long)
+    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.split.images.index_select(0, index), self.split.labels.index_select(0, index), index
 
 
-class ShardedBatchSampler(Sampler[list[int]]):
-    """Yields lists of indices: shuffled per epoch from ``seed`` when training, in order otherwise.
+class ShardedBatchSampler(Sampler[torch.Tensor]):
+    """Yields tensors of indices (no list round trip): shuffled per epoch from ``seed`` when training, in order otherwise.
 
     It also does the work of a DistributedSampler (each rank takes every ``world_size``-th sample),
     but never pads with duplicates, so validation metrics under DDP count each image exactly once.
@@ -68,11 +67,11 @@ class ShardedBatchSampler(Sampler[list[int]]):
             order = order[: self.num_samples - self.num_samples % self.world_size]
         return order[self.rank :: self.world_size]
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[torch.Tensor]:
         shard = self._shard()
         stop = len(shard) - len(shard) % self.batch_size if self.drop_last else len(shard)
         for start in range(0, stop, self.batch_size):
-            yield shard[start : start + self.batch_size].tolist()
+            yield shard[start : start + self.batch_size]
 
     def __len__(self) -> int:
         size = len(self._shard()) if self.world_size > 1 else self.num_samples
