@@ -28,7 +28,7 @@ class InMemoryBatches(Dataset):
 
 
 class ShardedBatchSampler(Sampler[torch.Tensor]):
-    """Yields tensors of indices (no list round trip): shuffled per epoch from ``seed`` when training, in order otherwise.
+    """Yields index tensors: shuffled per epoch from ``seed`` when training, in order otherwise.
 
     It also does the work of a DistributedSampler (each rank takes every ``world_size``-th sample),
     but never pads with duplicates, so validation metrics under DDP count each image exactly once.
