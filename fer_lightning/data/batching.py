@@ -24,6 +24,7 @@ class InMemoryBatches(Dataset):
         return len(self.split)
 
     def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        index = index.to(self.split.images.device)  # data.on_device: the split lives on the GPU
         return self.split.images.index_select(0, index), self.split.labels.index_select(0, index), index
 
 
