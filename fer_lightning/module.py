@@ -123,10 +123,15 @@ class FERClassifier(L.LightningModule):
             images, targets = self.mix(images, labels)
         logits = self(images)
         loss = self._loss(logits, targets)
-        self.train_acc(logits, labels)
+        self.train_acc.update(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logged once here: a Metric passed to self.log at every step is moved to the value's device (a
+        # module traversal) by Lightning at every step.
+        self.log("train/acc", self.train_acc.compute(), sync_dist=True, reduce_fx="max")
+        self.train_acc.reset()
 
     def _eval_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
         images, labels, index = batch
