@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from fer_lightning.data.splits import EMOTIONS
-from fer_lightning.pipeline import train
+from fer_lightning.pipeline import build, train
 from tests.conftest import CONF, ROOT
 
 REPORT_FILES = (
@@ -138,6 +138,16 @@ def test_resume_from_last_checkpoint_continues(make_cfg, tmp_path):
     history = pd.read_csv(tmp_path / "r2" / "metrics.csv")
     assert history["epoch"].min() == 2, "the resumed run trains only the missing epoch"
     assert (tmp_path / "r" / "metrics.csv").is_file(), "the first run's history is kept"
+
+
+def test_compiled_model_trains_and_saves_plain_weights(make_cfg, tmp_path):
+    """module.compile=true (torch.compile, inductor on the CPU here) trains, and its checkpoint holds the
+    plain model's keys, so it loads into an uncompiled model for evaluation and export."""
+    metrics = train(make_cfg("debug=limit", "trainer.max_epochs=1", "module.compile=true", "test=false"))
+    assert torch.isfinite(torch.tensor(metrics["train/loss"]))
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    plain = build(make_cfg("debug=limit", run="plain"))[1].state_dict()
+    assert set(state) == set(plain)
 
 
 def test_refuses_to_overwrite_an_earlier_run(make_cfg):
