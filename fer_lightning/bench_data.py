@@ -125,9 +125,9 @@ def loader_rows(faces: SplitArrays, rounds: int, min_seconds: float, workdir: Pa
     folder = write_image_folder(faces, workdir / "images")
     ours = datamodule_epochs(faces, workdir / "dm")
     threads = torch.get_num_threads()
-    epoch_fns = {threads: ours, "baseline": image_folder_epochs(folder)}
+    epoch_fns = {f"{threads} torch thread(s)": ours, "baseline": image_folder_epochs(folder)}
     if threads > 1:
-        epoch_fns[1] = on_threads(1, ours)
+        epoch_fns["1 torch thread(s)"] = on_threads(1, ours)
     rates = interleaved_rates(epoch_fns, rounds, min_seconds)
     theirs = rates.pop("baseline")
     note = (
@@ -137,12 +137,12 @@ def loader_rows(faces: SplitArrays, rounds: int, min_seconds: float, workdir: Pa
     )
     return [
         Row(
-            f"Augmented train batches/s (batch {BATCH}, seed recipe): FERDataModule, {count} torch thread(s)",
+            f"Augmented train batches/s (batch {BATCH}, seed recipe): FERDataModule, {threads_used}",
             rate,
             "batches/s",
             theirs,
             rate / theirs,
             note,
         )
-        for count, rate in rates.items()
+        for threads_used, rate in rates.items()
     ]
