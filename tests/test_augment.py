@@ -36,7 +36,8 @@ def test_shape_dtype_range_and_determinism():
 def test_parameters_differ_per_sample():
     x = faces(1).repeat(8, 1, 1, 1)
     out = BatchAugment(rotation=20, shift=0.1)(x, seeded())
-    assert len({tuple(o.flatten().tolist()) for o in out}) == 8
+    # The centre row: always inside the face, where the corners may all be padding.
+    assert len({tuple(o[0, 24].tolist()) for o in out}) == 8
 
 
 def test_hflip_alone_mirrors_some_images_exactly():
