@@ -16,21 +16,20 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import matplotlib
+import pandas as pd
+import torch
+import yaml
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-
-from fer_lightning.runs import read_status  # noqa: E402
+from fer_lightning.atomic import atomic_write
+from fer_lightning.training.run_status import read_status
 
 VAL_SCORES = ("val/acc", "val/f1_macro")  # best over the epochs
 TEST_SCORES = ("test/acc", "test/f1_macro", "test/balanced_acc")
 CURVES_LABELLED = 10  # the others are drawn, unlabelled, in grey
+OTHER_TASKS = ("eval", "preview")  # Hydra commands whose run dirs are not training runs (conf/eval.yaml, preview.yaml)
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -39,11 +38,13 @@ def _natural_key(path: Path) -> list[Any]:
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Run dirs under ``root`` (itself included); a run's own subdirs (wandb/, checkpoints/) are not searched."""
+    """Training run dirs under ``root`` (itself included); a run's own subdirs (wandb/, checkpoints/) are not
+    searched, and the run dirs of evaluate and the data preview (``task_name`` eval / preview) are no runs."""
     runs = []
     for dirpath, dirnames, filenames in os.walk(root):
         if "config.yaml" in filenames or ".hydra" in dirnames:
-            runs.append(Path(dirpath))
+            if _read_config(Path(dirpath)).get("task_name") not in OTHER_TASKS:
+                runs.append(Path(dirpath))
             dirnames.clear()
         else:
             dirnames.sort()
@@ -183,12 +184,17 @@ def leaderboard(
     return table, curves
 
 
-def plot_curves(table: pd.DataFrame, curves: dict[str, pd.Series], path: Path) -> None:
+def plot_curves(table: pd.DataFrame, curves: dict[str, pd.Series], path: Path | IO[bytes]) -> Figure:
     """val/acc per epoch for every run; the best ``CURVES_LABELLED`` (table order) in colour with a legend."""
     runs = list(table["run"]) if "run" in table else []
     labelled = runs[:CURVES_LABELLED]
-    varying = [c for c in table.columns if c not in {"run", "status", "error"} and "/" not in c and "." in c]
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    # The overrides that differ between runs sit between "status" and the first score (see ``leaderboard``):
+    # optimizer=adam and seed=1 as much as optimizer.lr=0.01.
+    columns = list(table.columns)
+    first_score = min((columns.index(c) for c in VAL_SCORES if c in columns), default=len(columns))
+    varying = columns[columns.index("status") + 1 : first_score] if "status" in columns else []
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.subplots()
     for run in reversed(runs):  # best drawn last, on top
         curve = curves.get(run)
         if curve is None or curve.empty:
@@ -206,8 +212,8 @@ def plot_curves(table: pd.DataFrame, curves: dict[str, pd.Series], path: Path) -
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.savefig(path, dpi=120, format="png")
+    return fig
 
 
 def _display(table: pd.DataFrame) -> pd.DataFrame:
@@ -222,10 +228,13 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
 def write_leaderboard(table: pd.DataFrame, curves: dict[str, pd.Series], out: Path) -> str:
     """leaderboard.csv, leaderboard.md and val_acc_curves.png in ``out``; returns the markdown."""
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "leaderboard.csv", index=False)
+    with atomic_write(out / "leaderboard.csv") as tmp:
+        table.to_csv(tmp, index=False)
     markdown = _display(table).to_markdown(index=False, disable_numparse=True) if not table.empty else "(no runs)"
-    (out / "leaderboard.md").write_text(markdown + "\n")
-    plot_curves(table, curves, out / "val_acc_curves.png")
+    with atomic_write(out / "leaderboard.md") as tmp:
+        tmp.write_text(markdown + "\n")
+    with atomic_write(out / "val_acc_curves.png") as tmp:
+        plot_curves(table, curves, tmp)
     return markdown
 
 

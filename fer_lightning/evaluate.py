@@ -1,7 +1,8 @@
-"""Evaluate checkpoints on a split: ``python -m fer_lightning.evaluate ckpt_path=PATH [split=val] [tta=tencrop]``.
+"""Evaluate models on a split: ``python -m fer_lightning.evaluate ckpt_path=PATH|pretrained=NAME [split=val]``.
 
 Writes the same report as training (``write_report``) plus calibration (ECE and a reliability diagram) into its
-own run directory, ``logs/eval/runs/<timestamp>``. ``ckpt_path=[a.ckpt,b.ckpt]`` evaluates the ensemble that
+own run directory, ``logs/eval/runs/<timestamp>``. A model is a checkpoint, an ONNX file or a shipped model
+(``pretrained=fer2013``); ``ckpt_path=[a.ckpt,b.ckpt]`` evaluates the ensemble that
 averages the members' probabilities. The split's tensors are run through the models directly, in batches: no
 Trainer, so nothing but the data config and the checkpoints decides the result.
 """
@@ -18,22 +19,54 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-import fer_lightning.config  # noqa: F401  (registers the resolvers the configs use)
-from fer_lightning.calibration import plot_reliability
+from fer_lightning import resolvers
+from fer_lightning.atomic import atomic_write
+from fer_lightning.cli_errors import short_errors
 from fer_lightning.data.datamodule import FERDataModule
-from fer_lightning.inference import load_classifier, model_input_size, resolve_device
-from fer_lightning.module import FERClassifier
-from fer_lightning.report import table_markdown, write_report
-from fer_lightning.tta import TTA_MODES, predict_probs, tta_views
+from fer_lightning.deploy.checkpoint import load_classifier, model_input_size, resolve_device
+from fer_lightning.deploy.pretrained import pretrained_path
+from fer_lightning.deploy.recognizer import OnnxBackend
+from fer_lightning.evaluation.calibration import plot_reliability
+from fer_lightning.evaluation.report import table_markdown, write_report
+from fer_lightning.evaluation.tta import TTA_MODES, predict_probs, tta_views
+from fer_lightning.labels import IMAGE_SIZE
 
 log = logging.getLogger("fer_lightning")
 SPLITS = ("test", "val")
 
 
-def checkpoint_paths(ckpt_path: str | Sequence[str] | None) -> list[Path]:
-    """One path or a list of them, each checked to exist before any data is loaded."""
+class OnnxModel(torch.nn.Module):
+    """An ONNX model (shipped, or written by fer-export) behind the interface of a checkpoint here: float pixels
+    (N, 1, 48, 48) in, log-probabilities out, so TTA and ensembles treat both alike. It crops and normalises
+    inside its own graph, hence always 48 px in."""
+
+    input_size = IMAGE_SIZE
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.backend = OnnxBackend(path)
+        self.class_names = tuple(self.backend.class_names)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        probs = self.backend(images[:, 0].cpu().numpy())
+        return torch.from_numpy(probs).to(images.device).clamp_min(1e-12).log()
+
+
+def load_model(path: Path, device: torch.device) -> torch.nn.Module:
+    return OnnxModel(path) if path.suffix == ".onnx" else load_classifier(path, device)
+
+
+def model_paths(ckpt_path: str | Sequence[str] | None, pretrained: str | None = None) -> list[Path]:
+    """Checkpoints / ONNX files (one or a list), or a shipped model, each checked to exist before any data is
+    loaded."""
+    if pretrained:
+        if ckpt_path:
+            raise ValueError("give ckpt_path or pretrained, not both")
+        return [pretrained_path(pretrained)]
     if ckpt_path is None or ckpt_path == "":
-        raise ValueError("ckpt_path is required: ckpt_path=PATH or ckpt_path=[a.ckpt,b.ckpt]")
+        raise ValueError(
+            "ckpt_path or pretrained is required: ckpt_path=PATH, ckpt_path=[a.ckpt,b.ckpt] or pretrained=fer2013"
+        )
     raw = list(ckpt_path) if isinstance(ckpt_path, list | tuple | ListConfig) else [ckpt_path]
     paths = [Path(str(p)).expanduser().absolute() for p in raw]
     missing = [str(p) for p in paths if not p.is_file()]
@@ -43,7 +76,7 @@ def checkpoint_paths(ckpt_path: str | Sequence[str] | None) -> list[Path]:
 
 
 def ensemble_probs(
-    models: Sequence[FERClassifier],
+    models: Sequence[torch.nn.Module],
     input_sizes: Sequence[int],
     images: torch.Tensor,
     tta: str,
@@ -64,15 +97,22 @@ def ensemble_probs(
 
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation ``cfg`` describes (see conf/eval.yaml); returns what metrics.json holds."""
-    paths = checkpoint_paths(cfg.get("ckpt_path"))
+    paths = model_paths(cfg.get("ckpt_path"), cfg.get("pretrained"))
     if cfg.tta not in TTA_MODES:
         raise ValueError(f"tta={cfg.tta!r} is not one of {', '.join(TTA_MODES)}")
     if cfg.split not in SPLITS:
         raise ValueError(f"split={cfg.split!r} is not one of {', '.join(SPLITS)}")
     out = Path(cfg.paths.output_dir)
     device = resolve_device(cfg.get("device", "auto"))
-    models = [load_classifier(path, device) for path in paths]
-    sizes = [int(cfg.input_size) if cfg.get("input_size") else model_input_size(m, p) for m, p in zip(models, paths)]
+    models = [load_model(path, device) for path in paths]
+    sizes = [
+        int(cfg.input_size)
+        if cfg.get("input_size")
+        else IMAGE_SIZE
+        if isinstance(m, OnnxModel)
+        else model_input_size(m)
+        for m in models
+    ]
     class_names = list(models[0].class_names)
     for model, path in zip(models[1:], paths[1:]):
         if list(model.class_names) != class_names:
@@ -91,7 +131,8 @@ def evaluate(cfg: DictConfig) -> dict:
     probs = ensemble_probs(models, sizes, split.images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
 
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with atomic_write(out / "config.yaml") as tmp:
+        tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     ece = plot_reliability(probs, split.labels, out / "reliability_diagram.png", cfg.ece_bins, title=cfg.split)
     extra = {
         f"{cfg.split}/ece": ece,
@@ -108,13 +149,25 @@ def evaluate(cfg: DictConfig) -> dict:
     index = torch.arange(len(split))
     table = write_report(out, split.labels, probs, index, class_names, prefix=cfg.split, extra=extra)
     log.info("evaluation report in %s\n%s", out.resolve(), table_markdown(table))
+    if cfg.get("explain"):
+        from fer_lightning.evaluation.explain import write_explanations
+
+        grid = out / "explanations.png"
+        write_explanations(models, sizes, split.images, split.labels, probs, class_names, grid, cfg.explain_per_class)
+        log.info("heat maps of right and wrong %s faces per class in %s", cfg.split, grid)
     return json.loads((out / "metrics.json").read_text())
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    metrics = evaluate(cfg)
+def _hydra_main(cfg: DictConfig) -> None:
+    with short_errors():  # a bad checkpoint, a missing split: one line, not a traceback
+        metrics = evaluate(cfg)
     print(f"{cfg.split}/acc={metrics[f'{cfg.split}/acc']:.4f} {cfg.split}/ece={metrics[f'{cfg.split}/ece']:.4f}")
+
+
+def main() -> None:
+    resolvers.register()
+    _hydra_main()
 
 
 if __name__ == "__main__":

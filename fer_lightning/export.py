@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,19 +28,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from fer_lightning.data.splits import IMAGE_SIZE
-from fer_lightning.inference import RawPixelClassifier, load_classifier, model_input_size
-from fer_lightning.module import FERClassifier
+from fer_lightning.atomic import atomic_write, check_writable
+from fer_lightning.deploy.checkpoint import RawPixelClassifier, load_classifier, model_input_size
+from fer_lightning.labels import IMAGE_SIZE
+from fer_lightning.training.module import FERClassifier
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
+MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter writes
 TOLERANCE = 1e-4
+FP16_TOLERANCE = 1e-2  # probabilities, with weights rounded to fp16; measure accuracy before shipping one
 
 
 def build_wrapper(ckpt_path: str | Path) -> RawPixelClassifier:
     """The raw-pixel model of a checkpoint, on the CPU, in eval mode."""
     classifier = load_classifier(ckpt_path, "cpu")
-    return RawPixelClassifier(classifier, model_input_size(classifier, ckpt_path)).eval()
+    return RawPixelClassifier(classifier, model_input_size(classifier)).eval()
 
 
 def _example(batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -50,7 +51,24 @@ def _example(batch: int = 2, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (batch, 1, IMAGE_SIZE, IMAGE_SIZE), generator=generator, dtype=torch.uint8)
 
 
-def _write_onnx(model: RawPixelClassifier, path: Path, opset: int) -> None:
+def store_weights_fp16(proto) -> None:
+    """Halve the file: float32 weights stored as float16 and cast back to float32 when the graph is loaded
+    (ONNX Runtime folds the casts at session start), so inference still computes in fp32 at fp32 speed."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    casts = []
+    for weight in proto.graph.initializer:
+        if weight.data_type != TensorProto.FLOAT or int(np.prod(weight.dims)) < 64:
+            continue  # scalars and tiny vectors: nothing to gain, and shapes stay exact
+        name = weight.name
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight).astype(np.float16), f"{name}.fp16"))
+        casts.append(helper.make_node("Cast", [f"{name}.fp16"], [name], to=TensorProto.FLOAT, name=f"{name}.to_fp32"))
+    nodes = list(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(casts + nodes)
+
+
+def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, fp16_weights: bool = False) -> None:
     import onnx
 
     with warnings.catch_warnings():  # the legacy exporter announces its deprecation on every call
@@ -66,17 +84,24 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int) -> None:
             dynamic_axes={"pixels": {0: "batch"}, "probs": {0: "batch"}},
         )
     proto = onnx.load(str(path))
-    onnx.checker.check_model(proto)
-    # The graph reshapes its input to (N, 1, 48, 48) itself: leave the declared rank open so (N, 48, 48) is valid.
-    proto.graph.input[0].type.tensor_type.ClearField("shape")
     meta = {
         "class_names": json.dumps(list(model.classifier.class_names)),
         "input_size": str(model.input_size),
+        "normalisation": (
+            f"inside the graph: (pixels - {float(model.classifier.input_mean):.4f}) / "
+            f"{float(model.classifier.input_std):.4f}"
+        ),
         "input": "pixels: float32 (N, 48, 48) or (N, 1, 48, 48), raw grayscale values 0..255",
         "output": "probs: float32 (N, classes), softmax probabilities",
     }
+    if fp16_weights:
+        store_weights_fp16(proto)
+        meta["weights"] = "float16, computed in float32"
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
+    onnx.checker.check_model(proto)  # before the next step: the checker wants every input's shape declared
+    # The graph reshapes its input to (N, 1, 48, 48) itself: leave the declared rank open so (N, 48, 48) is valid.
+    proto.graph.input[0].type.tensor_type.ClearField("shape")
     onnx.save(proto, str(path))
 
 
@@ -121,29 +146,37 @@ def verify(model: RawPixelClassifier, path: Path, fmt: str) -> float:
     faces = _example(batch=3, seed=1)[:, 0]  # (N, 48, 48) uint8: the other layout than the one exported
     with torch.no_grad():
         expected = model(faces).numpy()
-    return float(np.abs(_run_exported(path, fmt, faces) - expected).max())
+    got = _run_exported(path, fmt, faces)
+    if not (np.isfinite(got).all() and np.isfinite(expected).all()):
+        raise ValueError("the model outputs NaN or infinite probabilities: refusing to export it")
+    return float(np.abs(got - expected).max())
 
 
-def export(ckpt_path: str | Path, fmt: str, output: str | Path, force: bool = False, opset: int = OPSET) -> Path:
-    """Write ``ckpt_path`` as ``fmt`` to ``output`` (atomically; never over an existing file unless ``force``)."""
+def export(
+    ckpt_path: str | Path,
+    fmt: str,
+    output: str | Path,
+    force: bool = False,
+    opset: int = OPSET,
+    fp16_weights: bool = False,
+) -> Path:
+    """Write ``ckpt_path`` as ``fmt`` to ``output`` (atomically; never over an existing file unless ``force``).
+
+    ``fp16_weights`` (ONNX only) stores the weights in half precision: half the file, fp32 arithmetic."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
-    output = Path(output).expanduser()
-    if output.exists() and not force:
-        raise FileExistsError(f"{output} already exists; pass --force to overwrite it")
-    model = build_wrapper(ckpt_path)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        _write_onnx(model, tmp, opset) if fmt == "onnx" else _write_torchscript(model, tmp)
+    if fp16_weights and fmt != "onnx":
+        raise ValueError("fp16 weights are for ONNX exports only")
+    if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
+    output = check_writable(output, force=force, inputs=[ckpt_path])  # before the model is loaded
+    model = build_wrapper(ckpt_path)  # refuses a checkpoint with NaN or infinite weights
+    tolerance = FP16_TOLERANCE if fp16_weights else TOLERANCE
+    with atomic_write(output) as tmp:
+        _write_onnx(model, tmp, opset, fp16_weights) if fmt == "onnx" else _write_torchscript(model, tmp)
         error = verify(model, tmp, fmt)
-        if error > TOLERANCE:
-            raise RuntimeError(f"the exported {fmt} model differs from PyTorch by {error:.2e} (> {TOLERANCE})")
-        os.replace(tmp, output)
-    finally:
-        tmp.unlink(missing_ok=True)
+        if not error <= tolerance:  # NaN too
+            raise RuntimeError(f"the exported {fmt} model differs from PyTorch by {error:.2e} (> {tolerance})")
     return output
 
 
@@ -154,10 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, required=True, help="file to write, e.g. model.onnx or model.pt")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     parser.add_argument("--opset", type=int, default=OPSET, help="ONNX opset version")
+    parser.add_argument("--fp16-weights", action="store_true", help="ONNX: weights in float16 (half the file)")
     args = parser.parse_args(argv)
     try:
-        path = export(args.ckpt, args.format, args.output, force=args.force, opset=args.opset)
-    except (FileNotFoundError, FileExistsError, ValueError, RuntimeError) as exc:
+        path = export(
+            args.ckpt, args.format, args.output, force=args.force, opset=args.opset, fp16_weights=args.fp16_weights
+        )
+    except (OSError, ValueError, RuntimeError) as exc:  # missing, existing or unwritable files; bad checkpoints
         print(f"fer-export: error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {path}")

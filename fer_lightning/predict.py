@@ -15,8 +15,8 @@ import csv
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -25,16 +25,18 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from fer_lightning.faces import Box, load_image, to_gray, to_rgb
-from fer_lightning.recognizer import DETECTORS, EmotionRecognizer, FaceResult
+from fer_lightning.atomic import atomic_write, check_writable
+from fer_lightning.deploy.batching import Batcher, Pending
+from fer_lightning.deploy.faces import load_image, to_rgb
+from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED
+from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer, FaceResult
 
 __all__ = ["EmotionRecognizer", "FaceResult", "main", "run"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 STATUSES = ("ok", "no_face", "error")
-MAX_PENDING_FRAMES = 32  # frames (or photos) held while their faces fill a batch
-MAX_HELD_BYTES = 256 * 2**20  # ... and at most this much of their pixels kept for --annotate
+MIN_SIDE = 32  # --max-side: the detectors' smallest input (the Haar cascade's window is 24 px, RetinaFace's 32)
 
 
 # ---- inputs -------------------------------------------------------------------------------------------------
@@ -80,8 +82,10 @@ def make_record(
     face: int | None = None,
     result: FaceResult | None = None,
     error: str | None = None,
+    detector: str | None = None,
 ) -> dict:
-    """The output schema: the same keys for every record, ``None`` where a field does not apply."""
+    """The output schema: the same keys for every record, ``None`` where a field does not apply. ``detector``
+    names the detector for a record without a face (``no_face``); a face's own comes with its ``result``."""
     return {
         "source": source,
         "frame": frame,
@@ -89,6 +93,8 @@ def make_record(
         "status": status,
         "face": face,
         "box": result.box if result else None,
+        "detector": result.detector if result else detector,
+        "detector_score": result.detector_score if result else None,
         "emotion": result.emotion if result else None,
         "confidence": result.confidence if result else None,
         "probs": result.probs if result else None,
@@ -101,7 +107,8 @@ class RecordWriter:
 
     def __init__(self, stream: IO[str], fmt: str, class_names: Sequence[str]) -> None:
         self.stream, self.fmt = stream, fmt
-        self.columns = ["source", "frame", "time_s", "status", "face", "x", "y", "w", "h", "emotion", "confidence"]
+        self.columns = ["source", "frame", "time_s", "status", "face", "x", "y", "w", "h"]
+        self.columns += ["detector", "detector_score", "emotion", "confidence"]
         self.columns += [f"p_{name}" for name in class_names] + ["error"]
         self.csv = csv.DictWriter(stream, self.columns) if fmt == "csv" else None
         if self.csv:
@@ -109,7 +116,7 @@ class RecordWriter:
 
     def write(self, record: dict) -> None:
         if self.csv is None:
-            self.stream.write(json.dumps(record) + "\n")
+            self.stream.write(json.dumps(record, allow_nan=False) + "\n")  # NaN is not JSON: an error, never written
         else:
             row = {k: v for k, v in record.items() if k in self.columns}
             row.update(zip("xywh", record["box"] or [None] * 4))
@@ -118,23 +125,15 @@ class RecordWriter:
         self.stream.flush()
 
 
+def write_records(item: Pending, writer: RecordWriter, detector: str | None = None) -> None:
+    """A photo or frame's records: one per face, or one ``no_face`` (naming the ``detector`` that looked)."""
+    if not item.results:
+        writer.write(make_record(item.source, "no_face", item.frame, item.time_s, detector=detector))
+    for i, result in enumerate(item.results):
+        writer.write(make_record(item.source, "ok", item.frame, item.time_s, i, result))
+
+
 # ---- annotation ------------------------------------------------------------------------------------------------
-def draw_faces(rgb: np.ndarray, results: Sequence[FaceResult]) -> np.ndarray:
-    """Boxes and "emotion confidence" labels drawn on a copy of an RGB (or BGR: colours are symmetric) image."""
-    canvas = np.ascontiguousarray(rgb).copy()
-    thickness = max(1, round(max(canvas.shape[:2]) / 400))
-    scale = max(0.4, max(canvas.shape[:2]) / 1000)
-    for result in results:
-        x, y, w, h = result.box
-        cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 255, 0), thickness)
-        label = f"{result.emotion} {result.confidence:.2f}"
-        (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        top = max(0, y - th - base - 2)
-        cv2.rectangle(canvas, (x, top), (x + tw + 2, top + th + base + 2), (0, 255, 0), -1)
-        cv2.putText(canvas, label, (x + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness)
-    return canvas
-
-
 class AnnotationFolder:
     """Where ``--annotate`` writes: ``DIR/<input stem>.png`` for photos, ``DIR/<input stem>.mp4`` for videos, with
     ``_1``, ``_2``... when inputs share a stem. Names are reserved up front: images are written later, when
@@ -154,58 +153,12 @@ class AnnotationFolder:
         return path
 
 
-# ---- batching --------------------------------------------------------------------------------------------------
-@dataclass
-class Pending:
-    """One photo or video frame whose faces wait for a batch; ``sink`` receives its annotated image."""
-
-    source: str
-    frame: int | None
-    time_s: float | None
-    boxes: list[Box]
-    faces: np.ndarray
-    canvas: np.ndarray | None = None
-    sink: Callable[[np.ndarray], None] | None = None
-    results: list[FaceResult] = field(default_factory=list)
-
-
-class Batcher:
-    """Collects faces across photos / frames and classifies them ``batch_size`` at a time, then emits records."""
-
-    def __init__(self, recognizer: EmotionRecognizer, emit: Callable[[dict], None]) -> None:
-        self.recognizer, self.emit = recognizer, emit
-        self.pending: list[Pending] = []
-
-    def add(self, item: Pending) -> None:
-        self.pending.append(item)
-        faces = sum(len(p.faces) for p in self.pending)
-        held = sum(p.canvas.nbytes for p in self.pending if p.canvas is not None)
-        if faces >= self.recognizer.batch_size or len(self.pending) >= MAX_PENDING_FRAMES or held > MAX_HELD_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        probs = self.recognizer.classify(np.concatenate([p.faces for p in self.pending]))
-        start = 0
-        for item in self.pending:
-            item.results = self.recognizer.results(item.boxes, probs[start : start + len(item.faces)])
-            start += len(item.faces)
-            if not item.results:
-                self.emit(make_record(item.source, "no_face", item.frame, item.time_s))
-            for i, result in enumerate(item.results):
-                self.emit(make_record(item.source, "ok", item.frame, item.time_s, i, result))
-            if item.sink is not None and item.canvas is not None:
-                item.sink(draw_faces(item.canvas, item.results))
-        self.pending = []
-
-
 # ---- media -----------------------------------------------------------------------------------------------------
 def process_image(
     path: str, recognizer: EmotionRecognizer, batcher: Batcher, annotate: AnnotationFolder | None
 ) -> None:
     image = load_image(path)
-    boxes, faces = recognizer.find_faces(to_gray(image))
+    boxes, faces = recognizer.find_faces(image)
     canvas = sink = None
     if annotate is not None:
         canvas, target = to_rgb(image), annotate.reserve(Path(path).stem, ".png")
@@ -217,21 +170,28 @@ def process_image(
 
 
 def read_frames(
-    capture: cv2.VideoCapture, every: int, max_frames: int | None, camera: bool
+    capture: cv2.VideoCapture, every: int, max_frames: int | None, camera: bool, seen: list[int] | None = None
 ) -> Iterator[tuple[int, float, np.ndarray]]:
     """(frame index, seconds, BGR frame) for every ``every``-th frame; file times from the frame rate, camera
-    times from the wall clock (webcams report nominal rates)."""
+    times from the wall clock (webcams report nominal rates). ``seen`` (if given) gets the number of frames
+    decoded, and, when the video ran out before ``max_frames``, -1 appended."""
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     start, index, taken = time.monotonic(), -1, 0
+    seen = seen if seen is not None else []
+    seen[:] = [0]
     while max_frames is None or taken < max_frames:
         if not capture.grab():
+            seen.append(-1)
             return
         index += 1
         if index % every:
+            seen[0] = index + 1
             continue
         ok, frame = capture.retrieve()
         if not ok:
+            seen.append(-1)
             return
+        seen[0] = index + 1
         taken += 1
         if camera or fps <= 0:
             seconds = time.monotonic() - start if camera else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
@@ -271,10 +231,10 @@ def process_video(
                 raise ValueError(f"{target}: OpenCV cannot write an mp4v video here")
         writer.write(drawn)  # frames stay BGR end to end
 
-    frames = 0
+    frames, seen = 0, [0]
     try:
         bar = tqdm(
-            read_frames(capture, every, max_frames, item.kind == "camera"),
+            read_frames(capture, every, max_frames, item.kind == "camera", seen),
             total=expected,
             desc=item.name,
             unit="frame",
@@ -284,7 +244,7 @@ def process_video(
         )
         for index, seconds, frame in bar:
             frames += 1
-            boxes, faces = recognizer.find_faces(to_gray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)))
+            boxes, faces = recognizer.find_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
             batcher.add(
                 Pending(item.name, index, seconds, boxes, faces, frame if target else None, sink if target else None)
             )
@@ -295,6 +255,13 @@ def process_video(
             writer.release()
     if frames == 0:
         raise ValueError(f"{item.name}: no frame could be decoded")
+    # A damaged or truncated file ends early: its container still says how many frames it has. Counts that
+    # FFmpeg estimates from the duration can be a frame off, hence the tolerance.
+    if total > 0 and seen[-1] == -1 and seen[0] < total - max(1, total // 100):
+        raise ValueError(
+            f"{item.name}: the video ended after {seen[0]} of its {total} frames (truncated or damaged file); "
+            "the frames before that were processed"
+        )
 
 
 # ---- command line ---------------------------------------------------------------------------------------------
@@ -304,20 +271,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Facial expressions of every face in photos, folders, videos or a webcam (a digit: its index).",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, video files, webcam index")
-    model = parser.add_mutually_exclusive_group(required=True)
+    model = parser.add_mutually_exclusive_group()
     model.add_argument("--ckpt", type=Path, help="a training checkpoint (only from a source you trust)")
-    model.add_argument("--model", type=Path, help="an ONNX model written by fer-export")
-    parser.add_argument("--detector", choices=DETECTORS, default="haar", help="none: every input is a cropped face")
+    model.add_argument(
+        "--model",
+        default=DEFAULT,
+        help=f"a shipped model ({' | '.join(PRETRAINED)}; default: {DEFAULT}) or an ONNX file written by fer-export",
+    )
     parser.add_argument(
-        "--margin", type=float, default=0.1, help="added around each face box, as a fraction of its side"
+        "--detector",
+        choices=DETECTORS,
+        default="auto",
+        help="auto: the best installed (retinaface with the detect extra, else haar); none: every input is a face",
+    )
+    parser.add_argument(
+        "--align",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="turn faces upright from their eye landmarks before cropping (retinaface)",
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=0.1,
+        help="added around each face box, as a fraction of its side (box crops: haar, or --no-align)",
     )
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
-    parser.add_argument("--output", type=Path, help="write records here instead of stdout")
+    parser.add_argument("--output", type=Path, help="write records here instead of stdout (never over an input)")
+    parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     parser.add_argument("--annotate", type=Path, metavar="DIR", help="write the images / videos with boxes and labels")
+    parser.add_argument(
+        "--explain", type=Path, metavar="DIR", help="write each face with its heat map (DIR/<input>_face<i>.png)"
+    )
+    parser.add_argument(
+        "--explain-method",
+        choices=("auto", "gradcam", "occlusion"),
+        default="auto",
+        help="auto: Grad-CAM for --ckpt, occlusion (gradient-free, slower) for ONNX models",
+    )
     parser.add_argument("--every", type=int, default=1, metavar="N", help="video: process every N-th frame")
     parser.add_argument("--max-frames", type=int, metavar="N", help="video / webcam: stop after N processed frames")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per classifier call")
-    parser.add_argument("--max-side", type=int, default=1280, help="detect on images downscaled to this longer side")
+    parser.add_argument(
+        "--max-side",
+        type=int,
+        help="detect on images downscaled to this longer side (default: the detector's, retinaface 640, haar 1280)",
+    )
     parser.add_argument("--device", default="auto", help="--ckpt only: auto | cpu | cuda")
     parser.add_argument(
         "--progress",
@@ -328,6 +327,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.every < 1 or args.batch_size < 1 or (args.max_frames is not None and args.max_frames < 1):
         parser.error("--every, --batch-size and --max-frames must be >= 1")
+    if args.max_side is not None and args.max_side < MIN_SIDE:
+        parser.error(f"--max-side must be >= {MIN_SIDE} (the face detector's window), got {args.max_side}")
+    if not args.margin >= 0:
+        parser.error(f"--margin must be >= 0, got {args.margin}")
+    if args.annotate is not None and args.annotate.exists() and not args.annotate.is_dir():
+        parser.error(f"--annotate {args.annotate} is a file, not a folder")
     return args
 
 
@@ -338,15 +343,32 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
         "margin": args.margin,
         "batch_size": args.batch_size,
         "max_side": args.max_side,
+        "align": args.align,
     }
     if args.ckpt is not None:
         recognizer = EmotionRecognizer.from_checkpoint(args.ckpt, device=args.device, **options)
     else:
-        recognizer = EmotionRecognizer.from_onnx(args.model, **options)
+        recognizer = EmotionRecognizer.from_model(args.model, **options)
     annotate = AnnotationFolder(args.annotate) if args.annotate is not None else None
     writer = RecordWriter(stream, args.format, recognizer.class_names)
-    batcher = Batcher(recognizer, writer.write)
+    explain = None
+    if args.explain is not None:
+        from fer_lightning.deploy.explain import ExplanationFolder
+
+        explain = ExplanationFolder(args.explain, recognizer, args.explain_method)
+
+    processed = 0
+
+    def done(item: Pending) -> None:
+        nonlocal processed
+        processed += 1
+        write_records(item, writer, recognizer.detector_name)
+        if explain is not None:
+            explain.write(item.source, item.frame, item.faces, item.results)
+
+    batcher = Batcher(recognizer, done)
     failed = 0
+    start = time.perf_counter()
     for item in expand_inputs(args.inputs):
         try:
             if item.kind == "error":
@@ -362,9 +384,23 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
             print(f"fer-predict: {message}", file=sys.stderr)
             writer.write(make_record(item.name, "error", error=message))
     batcher.flush()
+    seconds = time.perf_counter() - start
+    if processed > 1:  # the rate of a folder or a video, as wall-clock time (the model's loading left out)
+        rate = f"{processed / seconds:.1f}" if seconds > 0 else "-"
+        print(
+            f"fer-predict: {processed} images/frames in {seconds:.1f} s: {rate} per second, "
+            f"{recognizer.detector_name} detector",
+            file=sys.stderr,
+        )
     if failed:
         print(f"fer-predict: {failed} input(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _input_files(args: argparse.Namespace) -> list[str]:
+    """Every file this run reads: the inputs (folders expanded) and the model."""
+    files = [str(item.source) for item in expand_inputs(args.inputs) if item.kind in ("image", "video")]
+    return files + [str(path) for path in (args.ckpt, args.model) if path is not None and Path(path).is_file()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -372,10 +408,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.output is None:
             return run(args, sys.stdout)
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        with args.output.open("w", newline="" if args.format == "csv" else None) as stream:
-            return run(args, stream)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:  # the model could not be loaded
+        # Checked before the model is loaded; written beside and renamed at the end, so an earlier file is
+        # replaced (--force) only by a complete one, and a failed run leaves nothing behind.
+        output = check_writable(args.output, force=args.force, inputs=_input_files(args))
+        with atomic_write(output) as tmp, tmp.open("w", newline="" if args.format == "csv" else None) as stream:
+            try:
+                return run(args, stream)
+            except KeyboardInterrupt:  # how a webcam run ends: keep the records written so far
+                return 130
+    except (OSError, ValueError, RuntimeError) as exc:  # the model or the output cannot be used
         print(f"fer-predict: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

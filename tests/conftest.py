@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from fer_lightning import resolvers
+from fer_lightning.threads import torch_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 # Tiny synthetic splits: every test run trains in seconds on 2 CPU cores.
@@ -18,6 +21,7 @@ TINY_DATA = ["data.source.train_size=448", "data.source.val_size=112", "data.sou
 
 
 def compose_config(overrides: list[str], output_dir: Path, config_name: str = "train") -> DictConfig:
+    resolvers.register()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
@@ -28,6 +32,14 @@ def compose_config(overrides: list[str], output_dir: Path, config_name: str = "t
         cfg.paths.cache_dir = str(output_dir.parent / "cache")
         del cfg.hydra
     return cfg
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread() -> Iterator[None]:
+    """Small CPU batches run several times faster on one intra-op thread than on two on a small shared machine:
+    two threads wait on each other whenever one is descheduled."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture

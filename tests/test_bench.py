@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lightning.bench import Sizes, collect_rows, format_table, render
-from fer_lightning.bench_common import Row
-from fer_lightning.bench_system import dataset_load_rows, deploy_rows
+from fer_lightning.bench.common import Row
+from fer_lightning.bench.detectors import configurations
+from fer_lightning.bench.suite import Sizes, collect_rows, format_table, render
+from fer_lightning.bench.system import dataset_load_rows
+
+pytestmark = pytest.mark.slow  # trains or benchmarks: tens of seconds
 
 TINY = Sizes(
     loader_images=128,
@@ -28,11 +31,11 @@ TINY = Sizes(
     models=("logreg",),
     rss_train_batches=2,
     rss_sizes=(128, 64, 64),
+    deploy_repeats=1,
+    deploy_batch=4,
+    detector_scenes=0,
+    detector_12mp=1,
 )
-FAKE_DEPLOY = """
-def run():
-    return {"torch/classify_one_ms": 1.5, "onnxruntime/batch_faces_per_s": 900.0, "image": "x.jpg", "p95 (ms)": 2.0}
-"""
 
 
 def _positive(row: Row) -> bool:
@@ -42,15 +45,7 @@ def _positive(row: Row) -> bool:
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory) -> list[Row]:
     root = tmp_path_factory.mktemp("bench")
-    (root / "fake_deploy.py").write_text(FAKE_DEPLOY)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # no timing is checked, and on a shared machine spare threads only wait
-    try:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.syspath_prepend(str(root))
-            return collect_rows(TINY, root / "work", fer2013_dir=None, deploy_module="fake_deploy")
-    finally:
-        torch.set_num_threads(threads)
+    return collect_rows(TINY, root / "work", fer2013_dir=None)
 
 
 def test_every_row_is_there_with_positive_numbers(rows):
@@ -62,9 +57,9 @@ def test_every_row_is_there_with_positive_numbers(rows):
         *(["FER-2013 epoch, model=logreg (gpu)"] if torch.cuda.is_available() else []),
         "FER-2013 load",
         "Peak RSS",
-        "Deploy: torch/classify_one",
-        "Deploy: onnxruntime/batch",
-        "Deploy: p95",
+        "Deploy: Haar face detection",
+        *(f"Deploy: {backend} {what}" for backend in ("torch", "onnxruntime") for what in ("photo", "one", "batch")),
+        *(f"Detect: {label} {what}" for label, _, _ in configurations() for what in ("recall", "photos", "12 MP")),
     ]
     assert len(names) == len(expected), names
     for name, start in zip(names, expected):
@@ -82,10 +77,9 @@ def test_dataset_load_row_is_skipped_without_fer2013_dir(rows):
     assert skipped.value is None and skipped.note == "skipped: set FER2013_DIR"
 
 
-def test_deploy_hook_takes_units_from_names(rows):
-    deploy = {row.name: row.unit for row in rows if row.name.startswith("Deploy:")}
-    assert deploy == {"Deploy: torch/classify_one": "ms", "Deploy: onnxruntime/batch": "faces/s", "Deploy: p95": "ms"}
-    assert deploy_rows("no_such_module_anywhere") == []
+def test_deploy_rows_carry_their_units(rows):
+    units = {row.name.split()[-1]: row.unit for row in rows if row.name.startswith("Deploy:")}
+    assert units == {"detection": "ms", "end": "ms", "face": "ms", "batched": "faces/s"}
 
 
 def test_dataset_load_rows_time_a_fer2013_csv(tmp_path: Path):

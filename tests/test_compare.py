@@ -16,7 +16,7 @@ import yaml
 
 from fer_lightning.compare import count_parameters, differing, find_runs, leaderboard, main
 from fer_lightning.models.cnn3 import CNN3
-from fer_lightning.runs import read_status
+from fer_lightning.training.run_status import read_status
 
 CNN3_CONFIG = {"_target_": "fer_lightning.models.cnn3.CNN3", "num_classes": 7, "padding": 0, "dropout": 0.0}
 

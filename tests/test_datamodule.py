@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fer_lightning.bench.common import FixedSource
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.batching import ShardedBatchSampler
 from fer_lightning.data.datamodule import FERDataModule, stratified_split
@@ -14,14 +15,6 @@ from fer_lightning.data.splits import SplitArrays
 def make_split(n: int, seed: int = 0) -> SplitArrays:
     g = torch.Generator().manual_seed(seed)
     return SplitArrays(torch.randint(0, 256, (n, 48, 48), dtype=torch.uint8, generator=g), torch.arange(n) % 7)
-
-
-class DictSource:
-    def __init__(self, splits: dict[str, SplitArrays]) -> None:
-        self.splits = splits
-
-    def load(self) -> dict[str, SplitArrays]:
-        return self.splits
 
 
 def test_sampler_covers_every_sample_once_in_eval_across_ranks():
@@ -60,13 +53,13 @@ def test_stratified_split_is_seeded_and_keeps_class_proportions():
 
 
 def test_datamodule_carves_val_when_missing_and_uses_first_present_names():
-    dm = FERDataModule(DictSource({"train": make_split(700), "test": make_split(70, 1)}), val_fraction=0.2)
+    dm = FERDataModule(FixedSource({"train": make_split(700), "test": make_split(70, 1)}), val_fraction=0.2)
     dm.setup("fit")
     assert (len(dm.splits["train"]), len(dm.splits["val"]), len(dm.splits["test"])) == (560, 140, 70)
 
 
 def test_datamodule_batches_are_uint8_until_transfer_then_float_pixels():
-    dm = FERDataModule(DictSource({"Training": make_split(100), "PublicTest": make_split(30, 1)}), batch_size=32)
+    dm = FERDataModule(FixedSource({"Training": make_split(100), "PublicTest": make_split(30, 1)}), batch_size=32)
     dm.setup("fit")
     images, labels, index = next(iter(dm.train_dataloader()))
     assert images.dtype == torch.uint8 and images.shape == (32, 48, 48) and len(labels) == len(index) == 32
@@ -77,25 +70,25 @@ def test_datamodule_batches_are_uint8_until_transfer_then_float_pixels():
 
 def test_empty_split_is_an_error():
     empty = SplitArrays(torch.zeros(0, 48, 48, dtype=torch.uint8), torch.zeros(0, dtype=torch.long))
-    dm = FERDataModule(DictSource({"Training": make_split(10), "PublicTest": empty}))
+    dm = FERDataModule(FixedSource({"Training": make_split(10), "PublicTest": empty}))
     with pytest.raises(ValueError, match="val split .*empty"):
         dm.setup("fit")
 
 
 def test_dataset_normalisation_statistics():
-    dm = FERDataModule(DictSource({"Training": make_split(50), "PublicTest": make_split(5)}), normalize="dataset")
+    dm = FERDataModule(FixedSource({"Training": make_split(50), "PublicTest": make_split(5)}), normalize="dataset")
     dm.setup("fit")
     mean, std = dm.input_mean_std
     pixels = dm.splits["train"].images.float()
     assert mean == pytest.approx(pixels.mean().item()) and std == pytest.approx(pixels.std().item())
-    assert FERDataModule(DictSource({}), normalize="symmetric").input_mean_std == (127.5, 127.5)
+    assert FERDataModule(FixedSource({}), normalize="symmetric").input_mean_std == (127.5, 127.5)
     with pytest.raises(ValueError, match="normalize"):
-        FERDataModule(DictSource({}), normalize="bogus")
+        FERDataModule(FixedSource({}), normalize="bogus")
 
 
 def test_crop_size_center_crops_evaluation_batches():
     dm = FERDataModule(
-        DictSource({"Training": make_split(10), "PublicTest": make_split(5)}), augment=BatchAugment(crop_size=40)
+        FixedSource({"Training": make_split(10), "PublicTest": make_split(5)}), augment=BatchAugment(crop_size=40)
     )
     dm.setup("fit")
     batch = next(iter(dm.val_dataloader()))
@@ -110,7 +103,7 @@ def test_augmented_grid_png_has_a_row_per_class(tmp_path):
     from fer_lightning.data.preview import save_augmented_grid
 
     dm = FERDataModule(
-        DictSource({"Training": make_split(70), "PublicTest": make_split(7, 1)}),
+        FixedSource({"Training": make_split(70), "PublicTest": make_split(7, 1)}),
         augment=BatchAugment(rotation=10, hflip=True),
     )
     path = save_augmented_grid(dm, tmp_path / "grid.png", per_class=4)

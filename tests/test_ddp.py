@@ -18,9 +18,11 @@ import pandas as pd
 import pytest
 import torch
 
-from fer_lightning.data.splits import EMOTIONS
-from fer_lightning.pipeline import build
+from fer_lightning.labels import EMOTIONS
+from fer_lightning.train import build
 from tests.conftest import ROOT, TINY_DATA
+
+pytestmark = pytest.mark.slow  # trains or benchmarks: tens of seconds
 
 TEST_SIZE = 112
 RUN_ARGS = [*TINY_DATA, "trainer.max_epochs=1", "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]

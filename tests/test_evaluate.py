@@ -10,13 +10,13 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassCalibrationError
 
-from fer_lightning.calibration import expected_calibration_error
-from fer_lightning.data.splits import EMOTIONS
+from fer_lightning.deploy.checkpoint import load_classifier, model_input_size
 from fer_lightning.evaluate import evaluate
-from fer_lightning.inference import load_classifier, model_input_size
-from fer_lightning.tta import five_crops, predict_probs, tta_views
+from fer_lightning.evaluation.calibration import expected_calibration_error
+from fer_lightning.evaluation.tta import five_crops, predict_probs, tta_views
+from fer_lightning.labels import EMOTIONS
 from tests.conftest import TINY_DATA, compose_config
-from tests.deploy_helpers import perturbed_checkpoint, tiny_checkpoint
+from tests.helpers.deploy import perturbed_checkpoint, tiny_checkpoint
 
 REPORT_FILES = (
     "metrics.json",
@@ -42,7 +42,7 @@ SMALL_EVAL = [*TINY_DATA, "data.source.train_size=7", "data.source.val_size=35",
 def no_plots(monkeypatch):
     """Skip drawing the two PNGs (seconds each on a busy CPU) where a test is about something else; the first
     test checks they are written. The ECE is still computed."""
-    monkeypatch.setattr("fer_lightning.report.plot_confusion", lambda *args, **kwargs: None)
+    monkeypatch.setattr("fer_lightning.evaluation.report.plot_confusion", lambda *args, **kwargs: None)
     monkeypatch.setattr(
         "fer_lightning.evaluate.plot_reliability",
         lambda probs, labels, path, n_bins, title="": expected_calibration_error(probs, labels, n_bins),
@@ -122,10 +122,9 @@ def test_tencrop_views_for_48_and_40_pixel_models():
     assert torch.equal(tta_views(images, "none", input_size=40)[0], crops[4]), "a 40 px model sees the centre crop"
 
 
-def test_input_size_comes_from_the_run_config_then_the_net(ckpt, tmp_path):
+def test_every_checkpoint_saves_its_input_size(ckpt):
     model = load_classifier(ckpt)
-    assert model_input_size(model, ckpt) == 48
-    run = tmp_path / "run"
-    (run / "checkpoints").mkdir(parents=True)
-    (run / "config.yaml").write_text("data:\n  augment:\n    crop_size: 40\n")
-    assert model_input_size(model, run / "checkpoints" / "x.ckpt") == 40
+    assert model.hparams["input_size"] == 48 and model_input_size(model) == 48
+    model.hparams.pop("input_size")  # a checkpoint from before input_size was saved
+    model.hparams["net"]["image_size"] = 40
+    assert model_input_size(model) == 40

@@ -14,11 +14,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_lightning.bench_deploy import benchmark_deploy
+from fer_lightning.bench.deploy import benchmark_deploy
+from fer_lightning.deploy.checkpoint import RawPixelClassifier, load_classifier
 from fer_lightning.export import export, main
-from fer_lightning.inference import RawPixelClassifier, load_classifier
 from tests.conftest import ROOT
-from tests.deploy_helpers import GRACE_HOPPER, check_record, tiny_checkpoint, tiny_onnx
+from tests.helpers.deploy import GRACE_HOPPER, check_record, tiny_checkpoint, tiny_onnx
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from fer_lightning.data.fer2013 import FER2013DataError, FER2013Source
-from fer_lightning.data.splits import EMOTIONS
+from fer_lightning.labels import EMOTIONS
 
 USAGES = ["Training", "PublicTest", "Training", "PrivateTest", "Training", "PublicTest", "Training", "PrivateTest"]
 

@@ -98,15 +98,6 @@ PINNED_COUNTS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_intra_op_thread():
-    """On a small shared CPU, two intra-op threads wait on each other whenever one is descheduled (4x slower here)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -25,10 +25,11 @@ from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
-from fer_lightning import compare, runs
+from fer_lightning import compare
+from fer_lightning.training import run_status as runs
 from hydra_plugins.fer_optuna_sweeper._impl import distribution, fail_orphaned_trials, search_space, trial_value
 from tests.conftest import CONF
-from tests.sweep_runs import GRID_JOBS, OPTUNA, grid_sweep, run_train, start_optuna, wait_train
+from tests.helpers.sweeps import GRID_JOBS, OPTUNA, grid_sweep, run_train, start_optuna, wait_train
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,7 @@ def _status(run: Path) -> dict:
 
 
 # ---- the grid multirun ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_every_combination_runs_in_its_own_dir(grid):
     sweep, result = grid
     assert result.returncode == 0, result.stderr[-3000:]

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
 
 import fer_lightning.data.synthetic as synthetic
-from fer_lightning.data.splits import EMOTIONS, IMAGE_SIZE, SplitArrays
+from fer_lightning.data.splits import SplitArrays
 from fer_lightning.data.synthetic import SyntheticSource, generate_faces
+from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
 from fer_lightning.models.cnn3 import CNN3
 from fer_lightning.models.linear import LogisticRegression
 
@@ -92,16 +92,8 @@ def _accuracy(model: nn.Module, train: SplitArrays, test: SplitArrays, epochs: i
         return (model(x_test).argmax(1) == test.labels).float().mean().item()
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Small-batch CPU training here ran ~8x faster on one intra-op thread than on two (2 shared cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_cnn_learns_it_and_pixel_logistic_regression_does_not(one_thread: None) -> None:
+@pytest.mark.slow
+def test_cnn_learns_it_and_pixel_logistic_regression_does_not() -> None:
     """Expression lives in local geometry under random pose: a small CNN picks it up within ~100 steps, while a
     linear model on raw pixels, trained longer, stays far behind (chance is 1/7).
 

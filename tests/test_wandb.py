@@ -22,10 +22,9 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto import wandb_internal_pb2
 
-import fer_lightning.runs  # noqa: F401  (registers ${sweep_name:}, the W&B group)
-from fer_lightning.data.splits import EMOTIONS
-from fer_lightning.wandb_callbacks import WandbReports, confusion_rows
-from tests.sweep_runs import GRID_JOBS, grid_sweep
+from fer_lightning.labels import EMOTIONS
+from fer_lightning.training.wandb_reports import WandbReports, confusion_rows
+from tests.helpers.sweeps import GRID_JOBS, grid_sweep
 
 BLOCK = 32 * 1024
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
@@ -204,7 +203,7 @@ def test_logger_configs(make_cfg):
     assert set(cfg.logger) == {"csv", "wandb"}, "the leaderboard reads the CSV logger's metrics.csv"
     assert cfg.logger.wandb.project == "fer-lightning" and cfg.logger.wandb.log_model is False
     assert cfg.logger.wandb.group is None, "a single run belongs to no group"
-    assert cfg.callbacks.wandb_reports._target_ == "fer_lightning.wandb_callbacks.WandbReports"
+    assert cfg.callbacks.wandb_reports._target_ == "fer_lightning.training.wandb_reports.WandbReports"
     assert "model_checkpoint" in cfg.callbacks, "the default callbacks stay"
     many = make_cfg("logger=many")
     assert set(many.logger) == {"csv", "tensorboard", "wandb"} and "wandb_reports" in many.callbacks

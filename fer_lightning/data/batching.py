@@ -15,7 +15,11 @@ from fer_lightning.data.splits import SplitArrays
 
 
 class InMemoryBatches(Dataset):
-    """Indexed by a tensor of sample indices; returns ``(images uint8, labels, indices)`` for all of them."""
+    """Indexed by a tensor of sample indices; returns ``(images uint8, labels, indices)`` for all of them.
+
+    A split with soft ``targets`` (FER+ training) adds them as a fourth element, so every 3-tuple consumer
+    (evaluation, TTA, prediction) is unchanged.
+    """
 
     def __init__(self, split: SplitArrays) -> None:
         self.split = split
@@ -23,9 +27,12 @@ class InMemoryBatches(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: torch.Tensor) -> tuple[torch.Tensor, ...]:
         index = index.to(self.split.images.device)  # data.on_device: the split lives on the GPU
-        return self.split.images.index_select(0, index), self.split.labels.index_select(0, index), index
+        batch = self.split.images.index_select(0, index), self.split.labels.index_select(0, index), index
+        if self.split.targets is None:
+            return batch
+        return *batch, self.split.targets.index_select(0, index)
 
 
 class ShardedBatchSampler(Sampler[torch.Tensor]):

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from fer_lightning.data.augment import BatchAugment, center_crop
 from fer_lightning.data.batching import InMemoryBatches, ShardedBatchSampler
-from fer_lightning.data.splits import EMOTIONS, SplitArrays
+from fer_lightning.data.splits import SplitArrays
 
 log = logging.getLogger("fer_lightning.data")
 
@@ -20,6 +20,12 @@ NORMALIZATIONS = ("unit", "symmetric", "dataset")
 
 
 class Source(Protocol):
+    """What every data source provides: its splits, the classes its labels index, and how training targets are
+    made (``majority``: hard labels; FER+ sources also offer vote-distribution modes)."""
+
+    class_names: tuple[str, ...]
+    label_mode: str
+
     def load(self) -> dict[str, SplitArrays]: ...
 
 
@@ -74,7 +80,8 @@ class FERDataModule(L.LightningDataModule):
         self.val_fraction, self.normalize, self.seed = val_fraction, normalize, seed
         self.augment = augment or BatchAugment()
         self.on_device = on_device
-        self.class_names: tuple[str, ...] = EMOTIONS
+        # A source with its own label set (FER+: 8 classes) says so; the module and every report follow it.
+        self.class_names: tuple[str, ...] = tuple(source.class_names)
         self.splits: dict[str, SplitArrays] = {}
 
     # ---- loading -------------------------------------------------------------------------
@@ -120,6 +127,11 @@ class FERDataModule(L.LightningDataModule):
         return torch.bincount(self.splits["train"].labels, minlength=len(self.class_names))
 
     @property
+    def label_mode(self) -> str:
+        """How training targets are made: ``majority`` (hard labels) or a FER+ soft-label mode."""
+        return self.source.label_mode
+
+    @property
     def input_mean_std(self) -> tuple[float, float]:
         """Pixel-space (0..255) mean and std the model subtracts and divides by."""
         if self.normalize == "unit":
@@ -129,17 +141,13 @@ class FERDataModule(L.LightningDataModule):
         pixels = self.splits["train"].images.float()
         return pixels.mean().item(), pixels.std().item()
 
-    @property
-    def input_size(self) -> int:
-        return self.augment.output_size(self.splits["train"].images.shape[-1])
-
     # ---- loaders ---------------------------------------------------------------------------
     def _loader(self, role: str, batch_size: int, train: bool) -> DataLoader:
         split = self.splits[role]
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         if self.on_device and self.trainer:
             device = self.trainer.strategy.root_device
-            split = SplitArrays(split.images.to(device), split.labels.to(device))
+            split = split.to(device)
         sampler = ShardedBatchSampler(
             len(split),
             batch_size,
@@ -160,18 +168,20 @@ class FERDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, train=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
-
     # ---- on the device ---------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels, index = batch
+        images, labels, index, *targets = batch  # soft targets come only with FER+ soft-label training
         images = images.unsqueeze(1).float()
         if self.trainer is not None and self.trainer.training:
-            images = self.augment(images, self._batch_generator(images.device, index))
+            generator = self._batch_generator(images.device, index)
+            images = self.augment(images, generator)
+            if targets and self.label_mode == "probability":
+                # FER+ "probability" mode: a one-hot target drawn from the vote distribution at every step.
+                drawn = torch.multinomial(targets[0], 1, generator=generator)
+                targets = [torch.zeros_like(targets[0]).scatter_(1, drawn, 1.0)]
         elif self.augment.crop_size:
             images = center_crop(images, self.augment.crop_size)
-        return images, labels, index
+        return images, labels, index, *targets
 
     def _batch_generator(self, device: torch.device, index: torch.Tensor) -> torch.Generator:
         # Seeded from (seed, step, rank): identical on a resumed run, different on every rank.

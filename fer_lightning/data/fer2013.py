@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -23,7 +22,9 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fer_lightning.data.splits import EMOTIONS, IMAGE_SIZE, SplitArrays
+from fer_lightning.atomic import atomic_write
+from fer_lightning.data.splits import SplitArrays
+from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
 
 CHUNK_ROWS = 4096
 log = logging.getLogger("fer_lightning.data")
@@ -36,7 +37,7 @@ FOLDER_SPLITS = ("train", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 CSV_NAMES = {"csv": ("fer2013.csv", "fer2013.csv.gz"), "icml": ("icml_face_data.csv",)}
 REQUIRED_COLUMNS = ("emotion", "pixels", "Usage")
-CACHE_VERSION = 1  # bump whenever the decoded output for the same input could change
+CACHE_VERSION = 2  # bump whenever the decoded output for the same input could change (2: int32 overflow)
 PIXELS = IMAGE_SIZE * IMAGE_SIZE
 _INT = re.compile(r"[+-]?\d+", re.ASCII)
 _HELP = (
@@ -57,6 +58,9 @@ class FER2013Source:
     ``bad_images`` (folders): ``resize`` non-48x48 images, ``error`` on them, or ``skip`` them (and unreadable
     files). ``cache_dir`` defaults to ``$FER_LIGHTNING_CACHE`` or ``~/.cache/fer_lightning``.
     """
+
+    class_names = EMOTIONS
+    label_mode = "majority"
 
     def __init__(
         self,
@@ -120,6 +124,10 @@ class FER2013Source:
         except (ValueError, OSError, EOFError) as exc:  # ParserError, EmptyDataError, UnicodeError, BadGzipFile
             raise FER2013DataError(f"{path}: cannot read as CSV: {str(exc).strip()}") from exc
         df.columns = [str(c).strip() for c in df.columns]  # icml_face_data.csv has " Usage", " pixels"
+        named = [re.sub(r"\.\d+$", "", c).strip() for c in df.columns]  # pandas reads a second "Usage" as "Usage.1"
+        twice = sorted({c for c in named if c in REQUIRED_COLUMNS and named.count(c) > 1})
+        if twice:
+            raise FER2013DataError(f"{path}: line 1: column(s) {twice} appear more than once; found {list(df.columns)}")
         missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
         if missing:
             raise FER2013DataError(
@@ -149,8 +157,13 @@ class FER2013Source:
                 text = " ".join(pixels[i] for i in rows)
             if rows.size:
                 values = np.fromstring(text, dtype=np.int32, sep=" ").reshape(-1, PIXELS)
-                images[rows] = values  # values > 255 wrap here, but their rows are rejected on the next line
-                ok[rows[values.max(axis=1) > 255]] = False
+                images[rows] = values  # values > 255 wrap here, but their rows are rejected on the next lines
+                # A token of 10+ digits overflows int32, possibly into 0..255 ("4294967297" reads as 1): a row
+                # must be exactly as long as its values printed plainly, else (that, or leading zeros) it is
+                # diagnosed one token at a time.
+                printed = (1 + (values >= 10) + (values >= 100)).sum(axis=1) + PIXELS - 1
+                lengths = np.fromiter((len(pixels[i]) for i in rows), np.int64, len(rows))
+                ok[rows[(values.max(axis=1) > 255) | (values.min(axis=1) < 0) | (printed != lengths)]] = False
 
         problems: list[tuple[int, str]] = []
         for i in np.flatnonzero(~ok):
@@ -266,18 +279,12 @@ class FER2013Source:
         arrays = {"splits": np.array(list(splits))}
         for s, a in splits.items():
             arrays[f"images_{s}"], arrays[f"labels_{s}"] = a.images.numpy(), a.labels.numpy()
-        tmp = None
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-            with os.fdopen(fd, "wb") as fh:
+            with atomic_write(path) as tmp, tmp.open("wb") as fh:
                 np.savez(fh, **arrays)
-            os.replace(tmp, path)
             log.info("FER-2013: cached decoded arrays in %s", path)
         except OSError as exc:
             log.warning("FER-2013: cannot write cache in %s (%s); continuing without cache", path.parent, exc)
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
 
 
 def _stat(path: Path) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """See what the model sees: a grid of augmented training samples per class, as a PNG.
 
 ``python -m fer_lightning.data.preview [data=fer2013] [data.augment.rotation=20 ...]`` writes
-``augmented_samples.png`` into its run dir; it takes the same data options as ``train.py``.
+``augmented_samples.png`` into its run dir, ``logs/preview/runs/<timestamp>/`` (conf/preview.yaml); it takes the
+same data options as ``train.py``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,14 @@ import logging
 from pathlib import Path
 
 import hydra
-import matplotlib
+import torch
+from hydra.utils import instantiate
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from hydra.utils import instantiate  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-import fer_lightning.config  # noqa: E402, F401  (resolvers)
-from fer_lightning.data.datamodule import FERDataModule  # noqa: E402
+from fer_lightning import resolvers
+from fer_lightning.cli_errors import short_errors
+from fer_lightning.data.datamodule import FERDataModule
 
 log = logging.getLogger("fer_lightning.data")
 
@@ -30,7 +29,8 @@ def save_augmented_grid(datamodule: FERDataModule, path: str | Path, per_class: 
     train = datamodule.splits["train"]
     generator = torch.Generator().manual_seed(seed)
     names = datamodule.class_names
-    fig, axes = plt.subplots(len(names), per_class, figsize=(per_class * 0.9, len(names) * 1.0), squeeze=False)
+    fig = Figure(figsize=(per_class * 0.9, len(names) * 1.0))
+    axes = fig.subplots(len(names), per_class, squeeze=False)
     for row, name in enumerate(names):
         members = torch.nonzero(train.labels == row).flatten()
         chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
@@ -44,14 +44,19 @@ def save_augmented_grid(datamodule: FERDataModule, path: str | Path, per_class: 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="train")
-def main(cfg: DictConfig) -> None:
-    path = save_augmented_grid(instantiate(cfg.data), Path(cfg.paths.output_dir) / "augmented_samples.png")
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="preview")
+def _hydra_main(cfg: DictConfig) -> None:
+    with short_errors():
+        path = save_augmented_grid(instantiate(cfg.data), Path(cfg.paths.output_dir) / "augmented_samples.png")
     log.info("augmented samples written to %s", path.resolve())
+
+
+def main() -> None:
+    resolvers.register()
+    _hydra_main()
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ does poorly while a small CNN learns it well: a useful, non-trivial sanity bench
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
-from fer_lightning.data.splits import EMOTIONS, IMAGE_SIZE, SplitArrays
+from fer_lightning.data.splits import SplitArrays
+from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
+from fer_lightning.threads import torch_threads
 
 Value = float | torch.Tensor  # a constant, or per-sample values shaped (n, 1, 1)
 
@@ -164,24 +164,14 @@ def _draw(labels: torch.Tensor, gen: torch.Generator, size: int) -> torch.Tensor
     return img.clamp_(0, 1)
 
 
-@contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch on one thread: the many small elementwise ops here gain nothing from intra-op threads, and on a
-    busy machine every op then waits for a descheduled worker (measured 5-10x slower on 2 shared cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def generate_faces(num_samples: int, seed: int, image_size: int = IMAGE_SIZE) -> SplitArrays:
     """Draw ``num_samples`` faces with balanced labels (counts differ by at most one), deterministic in ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     labels = (torch.arange(num_samples) % len(EMOTIONS))[torch.randperm(num_samples, generator=gen)]
     images = torch.empty(num_samples, image_size, image_size, dtype=torch.uint8)
-    with _single_thread():
+    # One thread: the many small elementwise ops here gain nothing from intra-op threads, and on a busy machine
+    # every op then waits for a descheduled worker (measured 5-10x slower on 2 shared cores).
+    with torch_threads(1):
         for start in range(0, num_samples, _CHUNK):
             chunk = _draw(labels[start : start + _CHUNK], gen, image_size)
             images[start : start + _CHUNK] = (chunk * 255).round_().to(torch.uint8)
@@ -196,6 +186,9 @@ def _derive_seed(seed: int, split: str) -> int:
 
 class SyntheticSource:
     """Hydra-instantiated stand-in for FER-2013; ``load()`` returns the three FER-2013 usages."""
+
+    class_names = EMOTIONS
+    label_mode = "majority"
 
     def __init__(self, train_size: int = 6000, val_size: int = 1000, test_size: int = 1000, seed: int = 0) -> None:
         self.sizes = {"Training": train_size, "PublicTest": val_size, "PrivateTest": test_size}

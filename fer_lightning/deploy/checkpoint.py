@@ -1,0 +1,126 @@
+"""Trained models for inference: safe checkpoint loading, the model's input size, and the raw-pixel wrapper.
+
+Evaluation, prediction and export all go through here, so a face is prepared for the network in exactly one
+way whichever of them runs it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fer_lightning.data.augment import center_crop
+from fer_lightning.labels import IMAGE_SIZE
+from fer_lightning.training.module import FERClassifier
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None) picks CUDA when there is one, else the CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_classifier(path: str | Path, device: str | torch.device | None = "cpu") -> FERClassifier:
+    """Rebuild a ``FERClassifier`` from a checkpoint, in eval mode, with ``weights_only=True``.
+
+    Checkpoints are pickles; ``weights_only`` refuses anything but tensors and plain containers, so a
+    tampered file fails here instead of running code. Still: only load checkpoints you trust.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        what = "is a directory, not a checkpoint file" if path.is_dir() else "does not exist"
+        raise FileNotFoundError(f"checkpoint {path} {what}")
+    _check_checkpoint(path)
+    try:
+        model = FERClassifier.load_from_checkpoint(path, weights_only=True, map_location="cpu")
+    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, KeyError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path} is not a checkpoint of this project: {_short(exc)}") from exc
+    bad = nonfinite_tensors(model)
+    if bad:
+        raise ValueError(
+            f"{path}: {len(bad)} weight tensor(s) hold NaN or infinite values (first: {bad[0]}); the run that saved "
+            "it diverged: use an earlier checkpoint or retrain with a lower learning rate"
+        )
+    return model.eval().to(resolve_device(device))
+
+
+NOT_OURS = "is not a checkpoint of this project (one saved by train.py)"
+
+
+def _short(exc: BaseException) -> str:
+    """The first line of an error, never torch's advice to load with ``weights_only=False``."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return type(exc).__name__ if "weights_only" in line or "Weights only" in line else line
+
+
+def _check_checkpoint(path: Path) -> None:
+    """Refuse, naming ``path``, a file that is not a FERClassifier checkpoint, before Lightning tries to build one.
+
+    Loaded with ``weights_only=True`` and memory-mapped (nothing is copied). A file that holds Python objects other
+    than tensors and plain containers is refused as such: loading it with ``weights_only=False`` would run code.
+    """
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise ValueError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    if not is_zip:  # torch.save has written zip archives since torch 1.6
+        raise ValueError(f"{path} {NOT_OURS}: not a PyTorch checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path} {NOT_OURS}: it holds Python objects other than tensors, which are not loaded for safety"
+        ) from None
+    except (zipfile.BadZipFile, EOFError, RuntimeError, ValueError, OSError, KeyError, TypeError):
+        raise ValueError(f"{path} {NOT_OURS}: not a PyTorch checkpoint file (or a damaged one)") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path} {NOT_OURS}: it has no model weights (no 'state_dict')")
+    hparams = checkpoint.get("hyper_parameters")
+    if not isinstance(hparams, dict) or "net" not in hparams:
+        raise ValueError(f"{path} {NOT_OURS}: it does not say which network it holds (no 'net' hyperparameter)")
+
+
+def nonfinite_tensors(module: nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers of ``module`` that hold a NaN or an infinity."""
+    tensors = [*module.named_parameters(), *module.named_buffers()]
+    return [name for name, t in tensors if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def model_input_size(model: FERClassifier) -> int:
+    """The side of the square images the network was trained on: a model trained on random crops
+    (``data.augment.crop_size``, e.g. the VGG recipe's 40 px) is evaluated on the centre crop of that side.
+    Checkpoints save it as the ``input_size`` hyperparameter; older ones fall back to the net's ``image_size``."""
+    if model.hparams.get("input_size"):
+        return int(model.hparams["input_size"])
+    size = (model.hparams.get("net") or {}).get("image_size")
+    return int(size) if size else IMAGE_SIZE
+
+
+class RawPixelClassifier(nn.Module):
+    """Faces as raw pixel values in, class probabilities out: what ``fer-predict`` runs and ``fer-export`` writes.
+
+    Takes (N, 48, 48) or (N, 1, 48, 48), uint8 or float, values 0..255. Casting, the channel dimension, the
+    centre crop of a crop-trained model, the normalisation (the classifier's ``input_mean``/``input_std``
+    buffers) and the softmax are all inside, so a deployed model needs no preprocessing code of ours.
+    ``reshape`` rather than a branch on the rank keeps one traced graph valid for both layouts.
+    ``classifier`` is a ``FERClassifier`` or its TorchScript trace (``fer-export`` scripts this wrapper).
+    """
+
+    def __init__(self, classifier: nn.Module, input_size: int = IMAGE_SIZE) -> None:
+        super().__init__()
+        if not 0 < input_size <= IMAGE_SIZE:
+            raise ValueError(f"input_size must be in 1..{IMAGE_SIZE}, got {input_size}")
+        self.classifier = classifier.eval()
+        self.input_size = input_size
+        self.image_size = IMAGE_SIZE  # an attribute, not a global: TorchScript can read it
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.to(torch.float32).reshape(-1, 1, self.image_size, self.image_size)
+        if self.input_size != self.image_size:
+            x = center_crop(x, self.input_size)
+        return self.classifier(x).float().softmax(-1)

@@ -1,0 +1,124 @@
+"""From a photo or video frame to 48x48 grayscale faces prepared exactly as the FER-2013 training images.
+
+Steps, in this order (the training images are 8-bit grayscale 48x48 face crops; the image-folder reader makes
+them with PIL ``convert("L")`` and a bilinear ``resize``):
+
+1. Load: stills with PIL, rotated upright by their EXIF Orientation tag (``ImageOps.exif_transpose``).
+2. Grayscale: PIL ``convert("L")`` (ITU-R 601 luma, L = 0.299 R + 0.587 G + 0.114 B). Transparent pixels
+   (RGBA, LA, palette transparency) are composited onto white first; 16-bit images are scaled to 8 bits.
+3. Detect (``fer_lightning.deploy.detectors``): RetinaFace on the colour image, or OpenCV's frontal-face Haar
+   cascade on a histogram-equalised grayscale copy, downscaled so its longer side is at most ``max_side`` px
+   (huge photos); boxes are mapped back to the full-resolution image.
+4. Crop: a face with landmarks (RetinaFace) is aligned: turned upright and framed as FER-2013 frames its faces
+   (``fer_lightning.deploy.align``). Otherwise the detector box grown by ``margin`` of its side on every side
+   (Haar boxes are tighter than FER-2013's crops, which include the forehead and chin), kept square; parts
+   outside the image repeat the edge pixels.
+5. Resize: the crop to 48x48 with PIL's bilinear filter (antialiased when shrinking), from the full-resolution
+   grayscale image, to uint8.
+
+With no detector (``--detector none``) every input is taken as an already cropped face: steps 3-4 are skipped
+and the whole image is resized to 48x48, as the training reader does with non-48x48 files.
+
+Only numpy, Pillow and OpenCV are needed here: ONNX deployment runs without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+FACE_SIZE = 48
+
+
+@dataclass(frozen=True)
+class Box:
+    """A face box in pixels of the (upright) input image: left, top, width, height."""
+
+    x: int
+    y: int
+    w: int
+    h: int
+
+    def as_list(self) -> list[int]:
+        return [self.x, self.y, self.w, self.h]
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open a still image upright (EXIF orientation applied) and fully decoded, so corrupt files fail here.
+
+    Raises ``ValueError`` naming the file when it cannot be read as an image.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return ImageOps.exif_transpose(image)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: cannot read as an image: {exc}") from exc
+
+
+def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
+    """8-bit grayscale (H, W) from a PIL image in any mode, or an array (H, W), (H, W, 3) RGB or (H, W, 4) RGBA."""
+    if isinstance(image, np.ndarray):
+        image = array_to_pil(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        wide = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or wide.max() > 255 else 255.0
+        return np.clip(wide * (255.0 / top) + 0.5, 0, 255).astype(np.uint8)
+    if image.mode == "F":
+        return np.clip(np.asarray(image) + 0.5, 0, 255).astype(np.uint8)
+    return np.asarray(_opaque(image).convert("L"), dtype=np.uint8)
+
+
+def _opaque(image: Image.Image) -> Image.Image:
+    """Transparent pixels composited onto white, so a transparent background reads as background, not black."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image
+
+
+def to_rgb(image: Image.Image | np.ndarray) -> np.ndarray:
+    """8-bit RGB (H, W, 3) for drawing on, transparency composited onto white as in ``to_gray``."""
+    if isinstance(image, np.ndarray):
+        image = array_to_pil(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return np.repeat(to_gray(image)[..., None], 3, axis=2)
+    return np.array(_opaque(image).convert("RGB"), dtype=np.uint8)
+
+
+def array_to_pil(array: np.ndarray) -> Image.Image:
+    """A numpy image (H, W), (H, W, 1), (H, W, 3) RGB or (H, W, 4) RGBA, values 0..255, as a PIL image."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ValueError(f"expected an image array (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = np.clip(np.asarray(array, dtype=np.float64) + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def crop_face(gray: np.ndarray, box: Box, margin: float = 0.1, size: int = FACE_SIZE) -> np.ndarray:
+    """The ``size`` x ``size`` uint8 face: ``box`` grown by ``margin`` per side, made square, edge-padded, resized."""
+    side = max(box.w, box.h) * (1 + 2 * margin)
+    cx, cy = box.x + box.w / 2, box.y + box.h / 2
+    left, top = round(cx - side / 2), round(cy - side / 2)
+    side = max(1, round(side))
+    h, w = gray.shape
+    inside = gray[max(0, top) : max(0, min(h, top + side)), max(0, left) : max(0, min(w, left + side))]
+    if inside.size == 0:
+        raise ValueError(f"face box {box.as_list()} lies outside the {w}x{h} image")
+    pad = ((max(0, -top), max(0, top + side - h)), (max(0, -left), max(0, left + side - w)))
+    square = np.pad(inside, pad, mode="edge") if any(any(p) for p in pad) else inside
+    return resize_face(square, size)
+
+
+def resize_face(gray: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
+    """Resize a grayscale face to ``size`` x ``size`` as the training-data reader does (PIL bilinear)."""
+    if gray.shape == (size, size):
+        return np.ascontiguousarray(gray, dtype=np.uint8)
+    return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)

@@ -1,0 +1,271 @@
+"""The Python API for emotion recognition in photos: ``EmotionRecognizer`` and its ``FaceResult``.
+
+Two interchangeable backends run the classifier: a PyTorch checkpoint (``from_checkpoint``) or an ONNX model
+written by ``fer-export`` (``from_onnx``). Both take raw 48x48 uint8 faces and return probabilities, so
+everything around them (detection, cropping, batching) is shared. torch is imported only by the checkpoint
+backend: an ONNX deployment needs numpy, Pillow, OpenCV and onnxruntime alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fer_lightning.deploy import detectors
+from fer_lightning.deploy.align import align_face
+from fer_lightning.deploy.detectors import Detection
+from fer_lightning.deploy.faces import (
+    FACE_SIZE,
+    Box,
+    array_to_pil,
+    crop_face,
+    load_image,
+    resize_face,
+    to_gray,
+    to_rgb,
+)
+from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED, pretrained_path
+
+DETECTORS = (*detectors.NAMES, "none")  # auto (the best installed), retinaface, haar; none: the image is the face
+CLASS_NAMES_KEY = "class_names"  # ONNX metadata_props key written by fer-export
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face: its ``box`` [x, y, w, h] in pixels of the upright image, the top ``emotion`` with its
+    ``confidence``, and ``probs`` for every class (they sum to 1); the ``detector`` that found it (``retinaface``,
+    ``haar``, ``none``) and its ``detector_score`` (RetinaFace: the face probability; None for Haar and none,
+    which give no score)."""
+
+    box: list[int]
+    emotion: str
+    confidence: float
+    probs: dict[str, float]
+    detector: str | None = None
+    detector_score: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Backend(Protocol):
+    class_names: list[str]
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        """uint8 faces (N, 48, 48) -> float probabilities (N, classes)."""
+        ...
+
+
+class TorchBackend:
+    """A ``FERClassifier`` checkpoint behind ``RawPixelClassifier`` (loaded with ``weights_only=True``)."""
+
+    def __init__(self, ckpt_path: str | Path, device: str | None = "auto") -> None:
+        import torch
+
+        from fer_lightning.deploy.checkpoint import (
+            RawPixelClassifier,
+            load_classifier,
+            model_input_size,
+            resolve_device,
+        )
+
+        self._torch = torch
+        self.device = resolve_device(device)
+        classifier = load_classifier(ckpt_path, self.device)
+        self.model = RawPixelClassifier(classifier, model_input_size(classifier)).to(self.device).eval()
+        self.class_names = list(classifier.class_names)
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.model(self._torch.from_numpy(np.ascontiguousarray(faces)).to(self.device)).cpu().numpy()
+
+
+class OnnxBackend:
+    """An ONNX model from ``fer-export`` run by ONNX Runtime (CUDA if the installed build has it, else CPU)."""
+
+    def __init__(self, path: str | Path, class_names: Sequence[str] | None = None, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model {path} does not exist")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        wanted = ("CUDAExecutionProvider", "CPUExecutionProvider")
+        providers = [p for p in wanted if p in ort.get_available_providers()]
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for bad files
+            raise ValueError(f"{path} is not a loadable ONNX model: {exc}") from exc
+        model_input = self.session.get_inputs()[0]
+        self.input_name = model_input.name
+        self.input_dtype = np.uint8 if "uint8" in model_input.type else np.float32
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if class_names is None and CLASS_NAMES_KEY in meta:
+            class_names = json.loads(meta[CLASS_NAMES_KEY])
+        if class_names is None:  # a model exported elsewhere: assume the FER-2013 label order
+            from fer_lightning.labels import EMOTIONS
+
+            class_names = EMOTIONS
+        self.class_names = list(class_names)
+        try:  # a grey face: a model with NaN weights answers NaN to every input
+            probe = self(np.full((1, FACE_SIZE, FACE_SIZE), 128, np.uint8))
+        except Exception:  # a model exported elsewhere may want another input layout: checked per batch instead
+            probe = None
+        if probe is not None and not np.isfinite(probe).all():
+            raise ValueError(f"{path}: the model outputs NaN or infinite values (broken weights?): refusing to use it")
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: faces.astype(self.input_dtype)})[0]
+
+
+class EmotionRecognizer:
+    """Find the faces in an image and classify each one's expression.
+
+    ``detector``: ``auto`` (the best installed: ``retinaface`` if the ``detect`` extra is, else ``haar``),
+    ``retinaface``, ``haar`` (OpenCV's frontal-face cascade) or ``none`` (the whole image is one cropped face);
+    see ``fer_lightning.deploy.detectors``. ``max_side``: detect on a copy downscaled to this longer side (None:
+    the detector's default, 640 for RetinaFace, 1280 for Haar); ``detector_threads``: its ONNX Runtime threads.
+    ``align``: turn faces with landmarks upright and frame them as FER-2013 does (``fer_lightning.deploy.align``).
+    ``margin``: fraction of the detected box's side added around it before resizing to 48x48, for faces cropped
+    by their box (Haar, or ``align=False``; see ``fer_lightning.deploy.faces`` for every preprocessing step).
+    Faces are classified ``batch_size`` at a time.
+
+    Example::
+
+        >>> from fer_lightning.deploy import EmotionRecognizer
+        >>> recognizer = EmotionRecognizer.from_onnx("model.onnx")  # or .from_checkpoint("last.ckpt")
+        >>> for face in recognizer.predict("photo.jpg"):  # a path, a PIL image or an RGB numpy array
+        ...     print(face.box, face.emotion, round(face.confidence, 2))
+        [149, 100, 231, 231] happy 0.87
+        >>> recognizer.predict("empty_room.png")  # no face: an empty list
+        []
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        detector: str = "auto",
+        margin: float = 0.1,
+        batch_size: int = 64,
+        max_side: int | None = None,
+        align: bool = True,
+        detector_threads: int | None = None,
+    ) -> None:
+        if detector not in DETECTORS:
+            raise ValueError(f"detector={detector!r} is not one of {', '.join(DETECTORS)}")
+        if not margin >= 0 or batch_size < 1:
+            raise ValueError(f"margin must be >= 0 and batch_size >= 1, got {margin} and {batch_size}")
+        if max_side is not None and max_side < 32:  # the detectors' smallest input (Haar: 24, RetinaFace: 32)
+            raise ValueError(f"max_side must be >= 32, got {max_side}")
+        self.backend = backend
+        self.class_names = list(backend.class_names)
+        self.detector = None if detector == "none" else detectors.make_detector(detector, max_side, detector_threads)
+        self.detector_name = "none" if self.detector is None else self.detector.name
+        self.align = align
+        self.margin, self.batch_size = margin, batch_size
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | None = "auto", **kwargs) -> EmotionRecognizer:
+        """From a training checkpoint (only from a source you trust: checkpoints are pickles)."""
+        return cls(TorchBackend(path, device), **kwargs)
+
+    @classmethod
+    def pretrained(cls, name: str = DEFAULT, threads: int | None = None, **kwargs) -> EmotionRecognizer:
+        """A model shipped inside the package: ``fer2013`` (7 classes, the default) or ``ferplus`` (8 classes)."""
+        return cls.from_onnx(pretrained_path(name), threads=threads, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: str | Path, threads: int | None = None, **kwargs) -> EmotionRecognizer:
+        """``model``: the name of a shipped model, or the path of an ONNX file."""
+        if str(model) in PRETRAINED:
+            return cls.pretrained(str(model), threads=threads, **kwargs)
+        return cls.from_onnx(model, threads=threads, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, threads: int | None = None, **kwargs) -> EmotionRecognizer:
+        """From an ONNX model written by ``fer-export`` (no torch needed); ``threads``: ONNX Runtime's intra-op
+        threads (default: one per core)."""
+        return cls(OnnxBackend(path, threads=threads), **kwargs)
+
+    def find_faces(self, image: np.ndarray | Image.Image) -> tuple[list[Detection], np.ndarray]:
+        """Detections (boxes with score and landmarks) and their 48x48 uint8 crops (N, 48, 48) in an image:
+        grayscale (H, W), or in colour (an RGB / RGBA array, a PIL image), which colour detectors make use of.
+
+        A face with landmarks is aligned (turned upright, framed as in FER-2013: ``fer_lightning.deploy.align``)
+        unless ``align=False``; otherwise its box grown by ``margin`` is cropped.
+        """
+        gray_only = isinstance(image, np.ndarray) and image.ndim == 2
+        gray = image if gray_only else to_gray(image)
+        if self.detector is None:
+            h, w = gray.shape
+            return [Detection(0, 0, w, h)], resize_face(gray)[None]
+        rgb = self._color_copy(image) if self.detector.uses_color and not gray_only else None
+        found = self.detector(gray, rgb)
+        faces = [
+            align_face(gray, d.landmarks) if self.align and d.landmarks else crop_face(gray, d, self.margin)
+            for d in found
+        ]
+        return found, np.stack(faces) if faces else np.empty((0, FACE_SIZE, FACE_SIZE), np.uint8)
+
+    def _color_copy(self, image: np.ndarray | Image.Image) -> np.ndarray:
+        """The image in colour for the detector, a PIL image first shrunk by an integer factor (Pillow's fast
+        ``reduce``) to no less than the detector's ``max_side``: converting a 12 MP photo whole to an array costs
+        more than detecting the faces in it."""
+        if isinstance(image, np.ndarray):
+            if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+                return image
+            image = array_to_pil(image)
+        factor = max(1, max(image.size) // self.detector.max_side)
+        if factor > 1:
+            try:
+                image = image.reduce(factor)
+            except ValueError:  # a mode reduce does not take (palette): converted whole
+                pass
+        return to_rgb(image)
+
+    def classify(self, faces: np.ndarray) -> np.ndarray:
+        """Probabilities (N, classes) for uint8 faces (N, 48, 48), ``batch_size`` faces per call."""
+        if len(faces) == 0:
+            return np.empty((0, len(self.class_names)), np.float32)
+        probs = np.concatenate(
+            [self.backend(faces[i : i + self.batch_size]) for i in range(0, len(faces), self.batch_size)]
+        )
+        if not np.isfinite(probs).all():  # never reported as a result: NaN is no probability (and not JSON)
+            raise ValueError("the model returned NaN or infinite probabilities: it is broken; re-export it")
+        return probs
+
+    def results(self, boxes: Sequence[Box], probs: np.ndarray) -> list[FaceResult]:
+        """One ``FaceResult`` per box (a ``Detection`` brings its score) and row of probabilities."""
+        out = []
+        for box, p in zip(boxes, probs):
+            best = int(np.argmax(p))
+            out.append(
+                FaceResult(
+                    box=box.as_list(),
+                    emotion=self.class_names[best],
+                    confidence=float(p[best]),
+                    probs={name: float(v) for name, v in zip(self.class_names, p)},
+                    detector=self.detector_name,
+                    detector_score=box.score if isinstance(box, Detection) else None,
+                )
+            )
+        return out
+
+    def predict(self, image: str | Path | Image.Image | np.ndarray) -> list[FaceResult]:
+        """Every face found in ``image`` (a path, a PIL image, or a numpy array (H, W), (H, W, 3) RGB or
+        (H, W, 4) RGBA), largest first; an empty list when there is none."""
+        if isinstance(image, str | Path):
+            image = load_image(image)
+        elif isinstance(image, Image.Image):
+            image = ImageOps.exif_transpose(image)
+        boxes, faces = self.find_faces(image)
+        return self.results(boxes, self.classify(faces))

@@ -1,0 +1,1 @@
+"""Scoring predictions: metrics, reports, calibration and test-time augmentation."""

@@ -1,0 +1,178 @@
+"""Callbacks that belong to the product rather than to Lightning."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from fer_lightning.evaluation.report import table_markdown, write_report
+
+log = logging.getLogger("fer_lightning")
+
+
+def gather_concat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate a tensor of any length from every DDP rank (all_gather needs equal lengths)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    parts: list[torch.Tensor | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, tensor.cpu())
+    return torch.cat(parts)
+
+
+def tested_epoch(trainer: L.Trainer, ckpt: str | None) -> int | None:
+    """The epoch whose weights are tested, counted as in the checkpoint names (``epoch_001.ckpt``: 1).
+
+    After ``fit``, ``trainer.current_epoch`` is the number of epochs run, one past the last epoch's index, and
+    testing a checkpoint does not change it: the epoch is read from the checkpoint itself (memory-mapped).
+    """
+    if ckpt:
+        epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("epoch")
+        return int(epoch) if epoch is not None else None
+    return trainer.current_epoch - 1 if trainer.current_epoch > 0 else None
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` that, resumed into a new run dir, remembers the earlier run's best score and file.
+
+    Lightning forgets them when the checkpoint's ``dirpath`` differs (it warns so), and the resumed run would then
+    call its first epoch "best" and test a worse model than an uninterrupted run would. The earlier run's files
+    are only read: Lightning never deletes a checkpoint outside ``dirpath``. The state key is plain
+    ``ModelCheckpoint``'s, so checkpoints of either class resume with either.
+    """
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
+            return
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The dirpath has changed")
+            super().load_state_dict(state_dict)
+        best_k = {path: score for path, score in state_dict.get("best_k_models", {}).items() if Path(path).is_file()}
+        if self.best_model_path not in best_k:  # the earlier run's best file is gone: Lightning's behaviour
+            return
+        self.best_k_models = best_k
+        self.best_model_score = state_dict["best_model_score"]
+        self.kth_best_model_path = state_dict.get("kth_best_model_path", self.kth_best_model_path)
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite: the run stops instead of training on garbage."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops training with ``TrainingDiverged`` at the ``max_bad_steps``-th NaN or infinite training loss, and
+    before any validation (so before any checkpoint) once the weights themselves are no longer finite.
+
+    The run then ends as ``failed`` with this reason (status.json, the leaderboard), a sweeper gets NaN and a
+    single run exits non-zero. Under DDP every rank stops together: the check is reduced over the ranks.
+
+    On an accelerator a step's loss is read one step later, when the device has computed it anyway, so the
+    check never makes the host wait for the device (the stop comes one step later; the step it names is right).
+    """
+
+    def __init__(self, max_bad_steps: int = 1, read_later: bool | None = None) -> None:
+        if max_bad_steps < 1:
+            raise ValueError(f"max_bad_steps must be >= 1, got {max_bad_steps}")
+        self.max_bad_steps = max_bad_steps
+        self.read_later = read_later  # None: on an accelerator only
+        self.bad_steps = 0
+        self.first_bad: str | None = None
+        self._pending: tuple[torch.Tensor, str] | None = None  # (loss, where) not read yet
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        where = f"epoch {trainer.current_epoch}, batch {batch_idx} (step {trainer.global_step})"
+        previous, self._pending = self._pending, (loss.detach(), where)
+        if not (loss.device.type != "cpu" if self.read_later is None else self.read_later):
+            self._read_pending(trainer)
+        elif previous is not None:
+            self._check_loss(trainer, *previous)
+
+    def _read_pending(self, trainer) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._check_loss(trainer, *pending)
+
+    def _check_loss(self, trainer, loss: torch.Tensor, where: str) -> None:
+        bad = trainer.strategy.reduce_boolean_decision(not bool(torch.isfinite(loss).all()), all=False)
+        if not bad:
+            return
+        self.bad_steps += 1
+        if self.first_bad is None:
+            self.first_bad = f"train/loss was {loss.float().mean().item()} at {where}"
+        if self.bad_steps >= self.max_bad_steps:
+            what = "the first non-finite loss" if self.bad_steps == 1 else f"{self.bad_steps} non-finite losses"
+            raise TrainingDiverged(self._message(what))
+
+    def _check_weights(self, trainer, pl_module) -> None:
+        if trainer.state.fn != "fit":
+            return
+        self._read_pending(trainer)
+        if self.bad_steps == 0:
+            return
+        finite = all(bool(torch.isfinite(p).all()) for p in pl_module.parameters())
+        if trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            raise TrainingDiverged(self._message("the weights are no longer finite"))
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._check_weights(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._check_weights(trainer, pl_module)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._read_pending(trainer)
+
+    def _message(self, what: str) -> str:
+        return (
+            f"training diverged: {self.first_bad}; stopped after {what}. Lower optimizer.lr (or raise "
+            f"callbacks.nonfinite_loss.max_bad_steps to tolerate isolated bad steps)"
+        )
+
+
+class TestReport(L.Callback):
+    """Collects every test prediction and writes the report (see ``write_report``) into ``output_dir``."""
+
+    def __init__(self, output_dir: str) -> None:
+        self.output_dir = Path(output_dir)
+        self._outputs: list[dict[str, torch.Tensor]] = []
+        self.table = None
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._outputs = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._outputs.append({k: v.detach().cpu() for k, v in outputs.items()})
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        labels, probs, index = (
+            gather_concat(torch.cat([o[k] for o in self._outputs])) for k in ("labels", "probs", "index")
+        )
+        self._outputs = []
+        if not trainer.is_global_zero:
+            return
+        order = index.argsort()
+        ckpt = getattr(trainer, "ckpt_path", None)
+        self.table = write_report(
+            self.output_dir,
+            labels[order],
+            probs[order],
+            index[order],
+            pl_module.class_names,
+            extra={"ckpt_path": str(ckpt) if ckpt else None, "epoch": tested_epoch(trainer, ckpt)},
+        )
+        log.info("test report written to %s\n%s", self.output_dir, table_markdown(self.table))

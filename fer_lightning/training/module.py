@@ -1,0 +1,202 @@
+"""The LightningModule: training logic for any classifier ``nn.Module`` that returns logits."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+from torchvision.transforms import v2
+
+from fer_lightning.evaluation.metrics import classification_metrics, flatten_metrics
+from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
+
+
+def _plain(config: Any) -> Any:
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else config
+
+
+def _with_classes(net: Mapping, num_classes: int) -> dict:
+    """The head follows the dataset's class list (7 for FER-2013, 8 for FER+), whatever the model config says."""
+    return {**net, "num_classes": num_classes} if "num_classes" in net else dict(net)
+
+
+class FERClassifier(L.LightningModule):
+    """Cross-entropy training of ``net`` with per-class metrics for every stage.
+
+    ``net``, ``optimizer`` and ``scheduler`` arrive as Hydra configs and are stored as plain dicts
+    in the hyperparameters, so a checkpoint rebuilds its model with ``load_from_checkpoint`` and
+    holds no pickled objects (it loads with ``weights_only=True``).
+
+    ``scheduler`` is ``{builder: <partial scheduler config>, interval: epoch|step, monitor: ...}``;
+    step-interval builders get ``total_steps``. ``class_weights`` is a list or ``"balanced"``
+    (inverse class frequency of the training split, for the 436-image disgust class).
+    """
+
+    def __init__(
+        self,
+        net: Mapping,
+        optimizer: Mapping,
+        scheduler: Mapping | None = None,
+        label_smoothing: float = 0.0,
+        class_weights: str | Sequence[float] | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        channels_last: bool = True,
+        compile: bool = False,
+        class_names: Sequence[str] = EMOTIONS,
+        input_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(
+            {
+                "net": _with_classes(_plain(net), len(class_names)),
+                "optimizer": _plain(optimizer),
+                "scheduler": _plain(scheduler) or None,
+                "label_smoothing": label_smoothing,
+                "class_weights": _plain(class_weights),
+                "mixup_alpha": mixup_alpha,
+                "cutmix_alpha": cutmix_alpha,
+                "channels_last": channels_last,
+                "compile": compile,
+                "class_names": list(class_names),
+                # The side of the images it was trained on (a crop size, else 48), for evaluation and export.
+                "input_size": input_size or IMAGE_SIZE,
+            }
+        )
+        self.class_names = tuple(class_names)
+        self.net: nn.Module = instantiate(self.hparams.net)
+        num_classes = len(self.class_names)
+        # Pixel-space normalisation lives in the model so checkpoints and exports take raw pixels.
+        self.register_buffer("input_mean", torch.tensor(0.0))
+        self.register_buffer("input_std", torch.tensor(255.0))
+        self.register_buffer("loss_weights", torch.ones(num_classes))
+        self.mix = self._mixer(num_classes, mixup_alpha, cutmix_alpha)
+        self.multi_target = False  # FER+ multi_target mode: set from the datamodule in setup
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_metrics = classification_metrics(num_classes)
+        self.test_metrics = classification_metrics(num_classes)
+        self.confusion: dict[str, torch.Tensor] = {}
+        if channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        if compile:
+            self.net.compile()  # in place: state_dict keys stay those of the plain model
+
+    @staticmethod
+    def _mixer(num_classes: int, mixup_alpha: float, cutmix_alpha: float) -> v2.Transform | None:
+        choices = [v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []
+        choices += [v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else []
+        return v2.RandomChoice(choices) if choices else None
+
+    # ---- setup -----------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if stage != "fit" or datamodule is None:
+            return
+        mean, std = datamodule.input_mean_std
+        self.input_mean.fill_(mean)
+        self.input_std.fill_(std)
+        self.multi_target = datamodule.label_mode == "multi_target"
+        weights = self.hparams.class_weights
+        if weights == "balanced":
+            counts = datamodule.class_counts.float().clamp(min=1)
+            self.loss_weights.copy_(counts.sum() / (len(counts) * counts))
+        elif weights is not None:
+            self.loss_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+
+    # ---- forward ---------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits for pixel values 0..255 shaped (N, 1, H, W)."""
+        x = (images - self.input_mean) / self.input_std
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            logits.float(), targets, weight=self.loss_weights, label_smoothing=self.hparams.label_smoothing
+        )
+
+    def _multi_target_loss(self, logits: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """FER+ multi-target loss (Barsoum et al.; Microsoft's reference): -log max_k t_k p_k, class-weighted."""
+        loss = -(targets.log() + logits.float().log_softmax(-1)).amax(-1)
+        weight = self.loss_weights[labels]
+        return (loss * weight).sum() / weight.sum()
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        images, labels, _, *soft = batch  # soft: FER+ vote-distribution targets (N, C), else class indices
+        targets = soft[0] if soft else labels
+        if self.mix is not None and soft:
+            # Mix the soft targets with the images' own mixing weights: one-hot sample indices in, weights out.
+            n = len(labels)
+            mixer = self._mixer(n, self.hparams.mixup_alpha, self.hparams.cutmix_alpha)
+            images, mixing = mixer(images, torch.arange(n, device=labels.device))
+            targets = mixing.to(targets.dtype) @ targets
+        elif self.mix is not None:
+            images, targets = self.mix(images, labels)
+        logits = self(images)
+        if soft and self.multi_target:
+            loss = self._multi_target_loss(logits, targets, labels)
+        else:
+            loss = self._loss(logits, targets)
+        self.train_acc.update(logits, labels)
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        # Logged once here: a Metric passed to self.log at every step is moved to the value's device (a
+        # module traversal) by Lightning at every step.
+        self.log("train/acc", self.train_acc.compute(), sync_dist=True, reduce_fx="max")
+        self.train_acc.reset()
+
+    def _eval_step(self, batch, stage: str) -> dict[str, torch.Tensor]:
+        images, labels, index = batch
+        logits = self(images).float()
+        self.log(f"{stage}/loss", self._loss(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
+        getattr(self, f"{stage}_metrics").update(logits, labels)
+        return {"probs": logits.softmax(-1), "labels": labels, "index": index}
+
+    def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        return self._eval_step(batch, "test")
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        # compute() syncs the states of every DDP rank, so each rank logs the same global values.
+        # sync_dist only tells Lightning so (else it warns once per metric under DDP); the max of equal
+        # values is exact, where a mean over 3 ranks could round.
+        collection = getattr(self, f"{stage}_metrics")
+        values = collection.compute()
+        collection.reset()
+        self.confusion[stage] = values["confusion"].cpu()
+        for name, value in flatten_metrics(values, self.class_names, stage).items():
+            self.log(
+                name, value, prog_bar=name in (f"{stage}/acc", f"{stage}/f1_macro"), sync_dist=True, reduce_fx="max"
+            )
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        config = self.hparams.scheduler
+        if not config:
+            return optimizer
+        interval = config.get("interval", "epoch")
+        extra = {"total_steps": int(self.trainer.estimated_stepping_batches)} if interval == "step" else {}
+        scheduler = instantiate(config["builder"])(optimizer, **extra)
+        lr_scheduler = {"scheduler": scheduler, "interval": interval}
+        if config.get("monitor"):
+            lr_scheduler["monitor"] = config["monitor"]
+        return {"optimizer": optimizer, "lr_scheduler": lr_scheduler}

@@ -1,0 +1,293 @@
+"""Face detector backends, alignment and ``--detector auto`` on photos that ship in installed packages.
+
+The classifier is a stub (or a one-layer ONNX model built here): these tests are about finding and cropping
+faces, so they need neither torch nor a trained model, and each takes at most a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from importlib.util import find_spec
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_lightning.deploy import detectors
+from fer_lightning.deploy.align import FER_TEMPLATE, align_face, roll_degrees
+from fer_lightning.deploy.detectors import Detection, make_detector
+from fer_lightning.deploy.faces import crop_face, load_image, to_gray, to_rgb
+from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer
+from fer_lightning.labels import EMOTIONS
+from fer_lightning.predict import RecordWriter, make_record
+from tests.helpers.deploy import GRACE_HOPPER, check_record
+
+SKIMAGE_DATA = Path(find_spec("skimage").submodule_search_locations[0]) / "data"
+GRACE_FACE_CENTRE = (266, 217)  # the centre of Grace Hopper's face, by eye
+HAS_RETINAFACE = "retinaface" in detectors.installed()
+BACKENDS = [
+    pytest.param(
+        "retinaface", marks=pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+    ),
+    "haar",
+]
+
+
+class StubClassifier:
+    """A stand-in for the expression model: 'bright' vs 'dark' by the face's mean pixel value."""
+
+    class_names = ["bright", "dark"]
+
+    def __call__(self, faces: np.ndarray) -> np.ndarray:
+        bright = faces.reshape(len(faces), -1).mean(axis=1) / 255
+        return np.stack([bright, 1 - bright], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def grace() -> Image.Image:
+    return load_image(GRACE_HOPPER)
+
+
+@pytest.fixture(scope="module")
+def recognizers() -> dict[str, EmotionRecognizer]:
+    names = [*detectors.installed(), "none"]
+    return {name: EmotionRecognizer(StubClassifier(), detector=name, detector_threads=1) for name in names}
+
+
+def centre(box: list[int]) -> tuple[float, float]:
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
+# ---- the table, auto, the contract ----------------------------------------------------------------------------
+def test_table_names_and_auto_picks_the_best_installed():
+    assert DETECTORS == ("auto", "retinaface", "haar", "none")
+    assert detectors.installed()[-1] == "haar", "Haar ships with OpenCV: always there"
+    assert detectors.resolve("auto") == ("retinaface" if HAS_RETINAFACE else "haar")
+    with pytest.raises(ValueError, match="not one of"):
+        detectors.resolve("mtcnn")
+
+
+def test_auto_falls_back_to_haar_and_a_missing_backend_says_how_to_install_it(monkeypatch):
+    gone = replace(detectors.BACKENDS["retinaface"], requires="no-such-distribution-fer")
+    monkeypatch.setitem(detectors.BACKENDS, "retinaface", gone)
+    assert detectors.resolve("auto") == "haar"
+    assert EmotionRecognizer(StubClassifier()).detector_name == "haar"
+    with pytest.raises(RuntimeError, match=r"detect\]"):
+        detectors.resolve("retinaface")
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_each_backend_keeps_the_contract(name):
+    detector = make_detector(name, threads=1)
+    assert detector.name == name and isinstance(detector.uses_color, bool)
+    found = detector(to_gray(load_image(GRACE_HOPPER)))
+    assert found and all(isinstance(d, Detection) for d in found)
+
+
+def test_importing_and_detecting_never_imports_torch():
+    code = (
+        "import sys, numpy as np; import fer_lightning.deploy;"
+        "from fer_lightning.deploy.detectors import make_detector;"
+        "make_detector('auto', threads=1)(np.zeros((64, 64), np.uint8)); assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+# ---- real photos ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+def test_grace_hopper_one_face_with_detector_and_score(recognizers, grace, name):
+    (face,) = recognizers[name].predict(grace)
+    cx, cy = centre(face.box)
+    assert abs(cx - GRACE_FACE_CENTRE[0]) < 25 and abs(cy - GRACE_FACE_CENTRE[1]) < 25
+    assert face.detector == name
+    if name == "haar":
+        assert face.detector_score is None
+    else:
+        assert 0.9 < face.detector_score <= 1.0
+    assert face.to_dict()["detector"] == name
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("photo", ["coffee.png", "chelsea.png", "page.png"])
+def test_photos_without_a_person_give_no_face(recognizers, name, photo):
+    assert recognizers[name].predict(SKIMAGE_DATA / photo) == []
+
+
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+def test_retinaface_finds_the_profile_haar_misses(recognizers):
+    """scikit-image's cameraman: a face in profile, half hidden by the camera."""
+    (face,) = recognizers["retinaface"].predict(SKIMAGE_DATA / "camera.png")
+    cx, cy = centre(face.box)
+    assert 195 < cx < 256 and 114 < cy < 195
+
+
+# ---- awkward images ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (31, 33, 3), (48, 48, 4)])
+def test_tiny_and_thin_images_give_no_face_and_no_error(recognizers, name, shape):
+    image = np.full(shape, 128, np.uint8)
+    assert recognizers[name].predict(image) == []
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_huge_image_detected_downscaled_boxes_map_back(recognizers, grace, name):
+    small = recognizers[name].predict(grace)[0].box
+    huge = recognizers[name].predict(grace.resize((512 * 6, 600 * 6), Image.Resampling.BILINEAR))  # 11 MP
+    assert len(huge) == 1 or name == "haar", "Haar may add false faces"
+    assert np.allclose(huge[0].box, np.array(small) * 6, atol=0.1 * small[2] * 6)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("mode", ["RGBA", "L", "CMYK", "P", "I;16", "LA"])
+def test_every_image_mode_from_a_file(recognizers, grace, tmp_path, name, mode):
+    image = grace.convert(mode) if mode != "I;16" else Image.fromarray(to_gray(grace).astype(np.uint16) * 257)
+    if mode == "RGBA":  # a transparent frame around the photo, as cut-outs have
+        alpha = np.zeros((grace.height, grace.width), np.uint8)
+        alpha[40:-40, 40:-40] = 255
+        image.putalpha(Image.fromarray(alpha))
+    path = tmp_path / ("photo.jpg" if mode in ("CMYK", "L") else "photo.png")
+    image.save(path)
+    (face,) = recognizers[name].predict(path)
+    cx, cy = centre(face.box)
+    assert abs(cx - GRACE_FACE_CENTRE[0]) < 30 and abs(cy - GRACE_FACE_CENTRE[1]) < 30
+
+
+# ---- tilted faces and alignment ---------------------------------------------------------------------------------
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.parametrize("angle", [-35, 20, 45])
+def test_tilted_face_is_found_and_aligned_upright(recognizers, grace, angle):
+    """Its landmarks give its tilt (within 12 degrees: they are less exact on tilted faces), and the aligned crop
+    is much closer to the upright face's than the box crop is."""
+    recognizer = recognizers["retinaface"]
+    upright_found, upright = recognizer.find_faces(grace)
+    tilted = grace.rotate(angle, resample=Image.Resampling.BICUBIC, expand=True, fillcolor=(128, 128, 128))
+    found, faces = recognizer.find_faces(tilted)
+    assert len(found) == 1
+    assert roll_degrees(found[0].landmarks) == pytest.approx(roll_degrees(upright_found[0].landmarks) - angle, abs=12)
+    aligned_gap = np.abs(faces[0].astype(int) - upright[0]).mean()
+    boxed_gap = np.abs(crop_face(to_gray(tilted), found[0], 0.1).astype(int) - upright[0]).mean()
+    assert aligned_gap < 0.6 * boxed_gap, (aligned_gap, boxed_gap)
+
+
+def test_align_face_puts_the_landmarks_on_the_fer_template():
+    """A face drawn at 3x scale, turned 30 degrees: aligned, its eyes and mouth land where FER-2013 has them."""
+    size, scale, turn = 400, 3.0, np.radians(30)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    points = (FER_TEMPLATE - 24) @ rotation.T * scale + size / 2
+    image = np.full((size, size), 200, np.uint8)
+    for x, y in points:
+        image[round(y) - 4 : round(y) + 5, round(x) - 4 : round(x) + 5] = 0
+    face = align_face(image, [tuple(p) for p in points])
+    assert face.shape == (48, 48) and face.dtype == np.uint8
+    for x, y in FER_TEMPLATE:
+        assert face[round(y), round(x)] < 100, (x, y)
+    assert roll_degrees(points) == pytest.approx(30, abs=0.01)
+    with pytest.raises(ValueError, match="5 finite"):
+        align_face(image, [(0.0, 0.0)] * 4)
+
+
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+def test_no_align_crops_the_box(grace):
+    recognizer = EmotionRecognizer(StubClassifier(), detector="retinaface", align=False, detector_threads=1)
+    found, faces = recognizer.find_faces(grace)
+    assert np.array_equal(faces[0], crop_face(to_gray(grace), found[0], recognizer.margin))
+
+
+def test_detector_none_is_named_in_the_record(recognizers):
+    (face,) = recognizers["none"].predict(np.full((60, 50), 90, np.uint8))
+    assert face.box == [0, 0, 50, 60] and face.detector == "none" and face.detector_score is None
+
+
+# ---- records and the command line ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", BACKENDS)
+def test_records_carry_the_detector_and_its_score(recognizers, grace, name):
+    (face,) = recognizers[name].predict(to_rgb(grace))
+    record = make_record("g.jpg", "ok", face=0, result=face)
+    check_record(record, StubClassifier.class_names)
+    assert record["detector"] == name
+    empty = make_record("e.jpg", "no_face", detector=name)
+    assert empty["detector"] == name and empty["detector_score"] is None
+    check_record(empty, StubClassifier.class_names)
+
+
+def test_csv_has_detector_columns(recognizers, grace, tmp_path):
+    (face,) = recognizers[detectors.resolve("auto")].predict(grace)
+    path = tmp_path / "faces.csv"
+    with path.open("w", newline="") as stream:
+        RecordWriter(stream, "csv", StubClassifier.class_names).write(make_record("g", "ok", face=0, result=face))
+    header, row = path.read_text().splitlines()
+    values = dict(zip(header.split(","), row.split(",")))
+    assert values["detector"] == face.detector
+    assert values["detector_score"] == ("" if face.detector_score is None else str(face.detector_score))
+
+
+def tiny_onnx_classifier(path: Path) -> Path:
+    """A one-layer expression model in ONNX (pixels (N, 48, 48) -> softmax (N, 7)), built without torch."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = np.random.default_rng(0).normal(0, 1e-3, (48 * 48, 7)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["pixels"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["n", 48, 48])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["n", 7])],
+        [numpy_helper.from_array(weights, "w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_fer_predict_default_auto_detector_in_every_record(tmp_path, grace, capsys):
+    from fer_lightning.predict import main
+
+    grace.save(tmp_path / "grace.jpg")
+    Image.new("RGB", (320, 240), (30, 120, 200)).save(tmp_path / "sky.png")
+    model = tiny_onnx_classifier(tmp_path / "tiny.onnx")
+    assert main([str(tmp_path / "grace.jpg"), str(tmp_path / "sky.png"), "--model", str(model)]) == 0
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert "fer-predict: 2 images/frames in" in captured.err and "per second" in captured.err
+    expected = detectors.resolve("auto")
+    assert [(r["status"], r["detector"]) for r in records] == [("ok", expected), ("no_face", expected)]
+    for record in records:
+        check_record(record, list(EMOTIONS))  # a model without class names: the FER-2013 order
+
+
+# ---- the comparison's scoring and its section in docs/benchmarks.md ---------------------------------------------
+def test_comparison_scoring_matches_each_face_once():
+    from fer_lightning.bench.detectors import score_photo
+    from fer_lightning.deploy.faces import Box
+
+    face = Box(100, 100, 80, 100)
+    same, shifted, too_big, elsewhere = (
+        Box(95, 110, 90, 90),
+        Box(130, 140, 80, 80),
+        Box(0, 0, 400, 400),
+        Box(0, 0, 9, 9),
+    )
+    assert score_photo([same, shifted], [face]) == (1, 1), "one face, two boxes on it: one hit, one false"
+    assert score_photo([too_big, elsewhere], [face]) == (0, 2)
+    assert score_photo([], [face]) == (0, 0)
+
+
+def test_detector_section_replaced_in_place_and_kept_by_make_bench(tmp_path):
+    from fer_lightning.bench.detectors import SECTION_END, SECTION_START, carry_section, write_section
+
+    page = tmp_path / "benchmarks.md"
+    page.write_text("# Benchmarks\n\n| table |\n")
+    write_section(page, f"{SECTION_START}\nfirst\n{SECTION_END}\n")
+    write_section(page, f"{SECTION_START}\nsecond\n{SECTION_END}\n")
+    text = page.read_text()
+    assert text.count(SECTION_START) == 1 and "second" in text and "first" not in text and "| table |" in text
+    assert carry_section(page, "# Benchmarks\n\n| new table |\n").endswith(f"{SECTION_START}\nsecond\n{SECTION_END}\n")

@@ -1,0 +1,95 @@
+"""The models shipped inside the package: they load, match what ``make models`` recorded, and work with no
+model argument anywhere (fer-predict, EmotionRecognizer, evaluate)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from fer_lightning.deploy import EmotionRecognizer
+from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED, available, pretrained_path, record
+from fer_lightning.deploy.pretrained.record import record_faces
+from fer_lightning.export import export
+from fer_lightning.labels import EMOTIONS
+from tests.conftest import ROOT, compose_config
+from tests.helpers.deploy import GRACE_HOPPER, tiny_checkpoint
+
+MAX_BYTES = 3 * 2**20
+
+
+def test_the_default_model_ships():
+    assert DEFAULT in available(), f"{pretrained_path.__module__}: {DEFAULT}.onnx is missing; run `make models`"
+
+
+@pytest.mark.parametrize("name", available())
+def test_shipped_model_matches_its_record(name: str):
+    path, recorded = pretrained_path(name), record(name)
+    assert path.stat().st_size <= MAX_BYTES and recorded["bytes"] == path.stat().st_size
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == recorded["sha256"]
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["class_names"]) == recorded["class_names"]
+    assert meta["input_size"] == "48" and "normalisation" in meta
+    assert len(recorded["class_names"]) == (7 if name == "fer2013" else 8)
+    recognizer = EmotionRecognizer.pretrained(name, detector="none")
+    probs = recognizer.classify(record_faces())
+    np.testing.assert_allclose(probs, np.array(recorded["probs"]), atol=1e-4)
+    assert recorded["max_abs_diff_vs_fp32_checkpoint"] < 1e-2, "fp16 weights moved the probabilities too far"
+
+
+def test_fer2013_model_uses_the_fer2013_labels():
+    assert EmotionRecognizer.pretrained("fer2013").class_names == list(EMOTIONS)
+
+
+def test_unknown_shipped_model_is_named_in_the_error():
+    with pytest.raises(ValueError, match="no shipped model named 'affectnet'.*fer2013, ferplus"):
+        EmotionRecognizer.pretrained("affectnet")
+    assert set(PRETRAINED) == {"fer2013", "ferplus"}
+
+
+def test_fer_predict_needs_no_model_argument_and_no_torch(tmp_path):
+    photo = tmp_path / "grace.jpg"
+    with Image.open(GRACE_HOPPER) as image:
+        image.resize((256, 300)).save(photo)
+    probe = (
+        "import sys; from fer_lightning.predict import main; rc = main(sys.argv[1:]); "
+        "assert 'torch' not in sys.modules; sys.exit(rc)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr
+    (face,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert face["status"] == "ok" and face["emotion"] in EMOTIONS
+
+
+def test_evaluate_a_shipped_model_like_a_checkpoint(tmp_path):
+    from fer_lightning.evaluate import evaluate
+
+    cfg = compose_config(
+        ["pretrained=fer2013", "split=val", "tta=flip", "data.source.val_size=70"], tmp_path / "eval", "eval"
+    )
+    metrics = evaluate(cfg)
+    assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["ckpt_paths"] == [str(pretrained_path("fer2013"))]
+
+
+def test_fp16_weights_halve_the_file_and_keep_the_probabilities(tmp_path_factory, tmp_path):
+    ckpt = tiny_checkpoint(tmp_path_factory)
+    full = export(ckpt, "onnx", tmp_path / "fp32.onnx")
+    half = export(ckpt, "onnx", tmp_path / "fp16.onnx", fp16_weights=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    a = EmotionRecognizer.from_onnx(full, detector="none").classify(faces)
+    b = EmotionRecognizer.from_onnx(half, detector="none").classify(faces)
+    assert np.abs(a - b).max() < 1e-2 and (a.argmax(1) == b.argmax(1)).mean() >= 0.9
