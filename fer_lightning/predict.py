@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from fer_lightning.atomic import atomic_write, check_writable
 from fer_lightning.deploy.batching import Batcher, Pending
-from fer_lightning.deploy.faces import load_image, to_rgb
+from fer_lightning.deploy.faces import to_rgb
 from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED
 from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer, FaceResult
 
@@ -157,16 +157,17 @@ class AnnotationFolder:
 def process_image(
     path: str, recognizer: EmotionRecognizer, batcher: Batcher, annotate: AnnotationFolder | None
 ) -> None:
-    image = load_image(path)
-    boxes, faces = recognizer.find_faces(image)
+    image, reduction = recognizer.load(path)  # a large JPEG at a reduced scale: boxes come back full-size
+    boxes, faces = recognizer.find_faces(image, reduction)
     canvas = sink = None
-    if annotate is not None:
+    if annotate is not None:  # drawn on the image as decoded (a large JPEG: the reduced one, boxes scaled down)
         canvas, target = to_rgb(image), annotate.reserve(Path(path).stem, ".png")
 
         def sink(drawn: np.ndarray, target: Path = target) -> None:
             Image.fromarray(drawn).save(target)
 
-    batcher.add(Pending(path, None, None, boxes, faces, canvas, sink))
+    scale = 1.0 if reduction is None else reduction.scale
+    batcher.add(Pending(path, None, None, boxes, faces, canvas, sink, canvas_scale=scale))
 
 
 def read_frames(

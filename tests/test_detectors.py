@@ -20,7 +20,7 @@ from PIL import Image
 from fer_lightning.deploy import detectors
 from fer_lightning.deploy.align import FER_TEMPLATE, align_face, roll_degrees
 from fer_lightning.deploy.detectors import Detection, make_detector
-from fer_lightning.deploy.faces import crop_face, load_image, to_gray, to_rgb
+from fer_lightning.deploy.faces import Reduction, crop_face, load_image, load_image_reduced, to_gray, to_rgb
 from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.predict import RecordWriter, make_record
@@ -291,3 +291,75 @@ def test_detector_section_replaced_in_place_and_kept_by_make_bench(tmp_path):
     text = page.read_text()
     assert text.count(SECTION_START) == 1 and "second" in text and "first" not in text and "| table |" in text
     assert carry_section(page, "# Benchmarks\n\n| new table |\n").endswith(f"{SECTION_START}\nsecond\n{SECTION_END}\n")
+
+
+# ---- large JPEGs decoded at a reduced scale ---------------------------------------------------------------------
+BIG = 8  # grace_hopper.jpg (512x600) scaled up 8x: 4096x4800, 19.7 MP
+
+
+@pytest.fixture(scope="module")
+def big_jpegs(grace, tmp_path_factory) -> dict[str, Path]:
+    """The big photo as a JPEG, and as a JPEG stored on its side with EXIF Orientation 6 (turn 90 degrees
+    clockwise to view), as phones write them."""
+    folder = tmp_path_factory.mktemp("big")
+    big = grace.resize((512 * BIG, 600 * BIG), Image.Resampling.BILINEAR)
+    big.save(folder / "big.jpg", quality=90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    big.transpose(Image.Transpose.ROTATE_90).save(folder / "turned.jpg", quality=90, exif=exif)
+    return {"big": folder / "big.jpg", "turned": folder / "turned.jpg"}
+
+
+@pytest.mark.parametrize(("min_side", "scale"), [(None, None), (2401, None), (2400, 2), (1280, 2), (600, 8), (640, 4)])
+def test_load_image_reduced_picks_the_smallest_scale_keeping_min_side(big_jpegs, min_side, scale):
+    image, reduction = load_image_reduced(big_jpegs["big"], min_side)
+    if scale is None:
+        assert reduction is None and image.size == (512 * BIG, 600 * BIG)
+    else:
+        assert reduction == Reduction(scale, (512 * BIG, 600 * BIG))
+        assert image.size == (512 * BIG // scale, 600 * BIG // scale)
+        assert max(image.size) >= min_side
+
+
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.parametrize("which", ["big", "turned"])
+def test_big_jpeg_decoded_reduced_gives_the_full_size_box(recognizers, grace, big_jpegs, which):
+    recognizer = recognizers["retinaface"]
+    image, reduction = recognizer.load(big_jpegs[which])
+    assert recognizer.decode_side == 1280
+    assert image.size == (512 * BIG // 2, 600 * BIG // 2)  # 1/2 scale: 2048x2400, upright
+    assert reduction == Reduction(2, (512 * BIG, 600 * BIG))  # sizes of the upright full image
+    small = np.array(recognizer.predict(grace)[0].box)
+    (face,) = recognizer.predict(big_jpegs[which])
+    assert np.allclose(face.box, small * BIG, atol=0.04 * small[2] * BIG), (face.box, small * BIG)
+    (again,) = recognizer.predict(load_image(big_jpegs[which]))  # decoded at full size: the same box
+    assert np.allclose(face.box, again.box, atol=0.02 * again.box[2])
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_png_and_small_jpeg_are_decoded_whole(recognizers, grace, tmp_path, name):
+    grace.resize((512 * 2, 600 * 2), Image.Resampling.BILINEAR).save(tmp_path / "big.png", compress_level=1)
+    grace.save(tmp_path / "small.jpg")
+    image, reduction = recognizers[name].load(tmp_path / "big.png")
+    assert reduction is None and image.size == (512 * 2, 600 * 2)
+    image, reduction = recognizers[name].load(tmp_path / "small.jpg")
+    assert reduction is None and image.size == (512, 600)
+    assert load_image_reduced(tmp_path / "big.png", 64)[1] is None  # never for other formats
+
+
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+def test_fer_predict_big_jpeg_records_full_size_boxes_and_annotates_the_reduced_image(
+    recognizers, big_jpegs, tmp_path, capsys
+):
+    from fer_lightning.predict import main
+
+    model = tiny_onnx_classifier(tmp_path / "tiny.onnx")
+    args = [str(big_jpegs["big"]), "--model", str(model), "--detector", "retinaface", "--annotate", str(tmp_path)]
+    assert main(args) == 0
+    (record,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    (face,) = recognizers["retinaface"].predict(big_jpegs["big"])
+    assert record["box"] == face.box
+    drawn = np.asarray(Image.open(tmp_path / "big.png"))
+    assert drawn.shape == (600 * BIG // 2, 512 * BIG // 2, 3)  # the reduced decode, boxes scaled down to it
+    x, y, w, h = (round(v / 2) for v in record["box"])
+    assert (drawn[y + h // 2, x - 2 : x + 3] == (0, 255, 0)).all(axis=1).any()  # the box's left edge

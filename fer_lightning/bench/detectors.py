@@ -434,7 +434,9 @@ def markdown(comparison: dict, command: str, machine: Sequence[str]) -> str:
         "Photos/s end to end: `EmotionRecognizer.predict(path)` on the set saved as JPEG files (decode, detect,",
         "align or crop, classify with an untrained cnn3 in PyTorch), the best of 2 passes, per CPU second of this",
         "process (the machine is shared: wall-clock time is longer and varies); 12 MP: 4 of the scenes scaled up",
-        "to 4000x3000, one pass.",
+        "to 4000x3000, one pass. A JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale whose longer side stays",
+        "at least twice the detector's `max_side` (`EmotionRecognizer.decode_side`): 12 MP at 1/2 (2000x1500) for",
+        "RetinaFace at 640, at 1/4 (1000x750) at 480, whole for Haar (1280); boxes are mapped back to full size.",
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"

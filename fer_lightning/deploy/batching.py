@@ -18,7 +18,8 @@ MAX_HELD_BYTES = 256 * 2**20  # ... and at most this much of their pixels kept f
 
 @dataclass
 class Pending:
-    """One photo or video frame whose faces wait for a batch; ``sink`` receives its annotated image."""
+    """One photo or video frame whose faces wait for a batch; ``sink`` receives its annotated image, drawn on
+    ``canvas``, which is ``canvas_scale`` times smaller than the image the boxes are in (a reduced JPEG decode)."""
 
     source: str
     frame: int | None
@@ -28,6 +29,7 @@ class Pending:
     canvas: np.ndarray | None = None
     sink: Callable[[np.ndarray], None] | None = None
     results: list[FaceResult] = field(default_factory=list)
+    canvas_scale: float = 1.0
 
 
 class Batcher:
@@ -55,5 +57,5 @@ class Batcher:
             start += len(item.faces)
             self.done(item)
             if item.sink is not None and item.canvas is not None:
-                item.sink(draw_faces(item.canvas, item.results))
+                item.sink(draw_faces(item.canvas, item.results, item.canvas_scale))
         self.pending = []

@@ -10,13 +10,14 @@ import numpy as np
 from fer_lightning.deploy.recognizer import FaceResult
 
 
-def draw_faces(rgb: np.ndarray, results: Sequence[FaceResult]) -> np.ndarray:
-    """Boxes and "emotion confidence" labels drawn on a copy of an RGB (or BGR: colours are symmetric) image."""
+def draw_faces(rgb: np.ndarray, results: Sequence[FaceResult], box_scale: float = 1.0) -> np.ndarray:
+    """Boxes and "emotion confidence" labels drawn on a copy of an RGB (or BGR: colours are symmetric) image;
+    ``box_scale``: the boxes are in pixels of an image that many times larger (a JPEG decoded at a reduced scale)."""
     canvas = np.ascontiguousarray(rgb).copy()
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     scale = max(0.4, max(canvas.shape[:2]) / 1000)
     for result in results:
-        x, y, w, h = result.box
+        x, y, w, h = (round(v / box_scale) for v in result.box)
         cv2.rectangle(canvas, (x, y), (x + w, y + h), (0, 255, 0), thickness)
         label = f"{result.emotion} {result.confidence:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)

@@ -23,9 +23,10 @@ from fer_lightning.deploy.detectors import Detection
 from fer_lightning.deploy.faces import (
     FACE_SIZE,
     Box,
+    Reduction,
     array_to_pil,
     crop_face,
-    load_image,
+    load_image_reduced,
     resize_face,
     to_gray,
     to_rgb,
@@ -34,6 +35,7 @@ from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED, pretrained_path
 
 DETECTORS = (*detectors.NAMES, "none")  # auto (the best installed), retinaface, haar; none: the image is the face
 CLASS_NAMES_KEY = "class_names"  # ONNX metadata_props key written by fer-export
+DECODE_MARGIN = 2  # JPEGs are decoded at no less than this times the detector's max_side (see decode_side)
 
 
 @dataclass(frozen=True)
@@ -196,13 +198,36 @@ class EmotionRecognizer:
         threads (default: one per core)."""
         return cls(OnnxBackend(path, threads=threads), **kwargs)
 
-    def find_faces(self, image: np.ndarray | Image.Image) -> tuple[list[Detection], np.ndarray]:
+    @property
+    def decode_side(self) -> int | None:
+        """The longer side a large JPEG is decoded at, at least (``load``): ``DECODE_MARGIN`` (2) times the
+        detector's ``max_side``, so the detector still gets at least its full input, and a face it can find (16 px
+        or more of its input) is at least 32 px in the image the 48x48 crop is taken from (from 24 px of the
+        detector's input on, the crop is not enlarged at all). None without a detector: the image is the face."""
+        return None if self.detector is None else DECODE_MARGIN * self.detector.max_side
+
+    def load(self, path: str | Path) -> tuple[Image.Image, Reduction | None]:
+        """The image at ``path`` upright, a large JPEG decoded at a reduced scale (``decode_side``), with the
+        ``Reduction`` to pass to ``find_faces`` (None: full size)."""
+        return load_image_reduced(path, self.decode_side)
+
+    def find_faces(
+        self, image: np.ndarray | Image.Image, reduction: Reduction | None = None
+    ) -> tuple[list[Detection], np.ndarray]:
         """Detections (boxes with score and landmarks) and their 48x48 uint8 crops (N, 48, 48) in an image:
         grayscale (H, W), or in colour (an RGB / RGBA array, a PIL image), which colour detectors make use of.
 
         A face with landmarks is aligned (turned upright, framed as in FER-2013: ``fer_lightning.deploy.align``)
-        unless ``align=False``; otherwise its box grown by ``margin`` is cropped.
+        unless ``align=False``; otherwise its box grown by ``margin`` is cropped. ``reduction``: ``image`` is a
+        reduced decode (``load``): faces are cropped from it, and the detections come back in the full-size
+        image's pixels.
         """
+        found, faces = self._find_faces(image)
+        if reduction is not None:
+            found = [d.scaled(reduction.scale, reduction.size) for d in found]
+        return found, faces
+
+    def _find_faces(self, image: np.ndarray | Image.Image) -> tuple[list[Detection], np.ndarray]:
         gray_only = isinstance(image, np.ndarray) and image.ndim == 2
         gray = image if gray_only else to_gray(image)
         if self.detector is None:
@@ -262,10 +287,12 @@ class EmotionRecognizer:
 
     def predict(self, image: str | Path | Image.Image | np.ndarray) -> list[FaceResult]:
         """Every face found in ``image`` (a path, a PIL image, or a numpy array (H, W), (H, W, 3) RGB or
-        (H, W, 4) RGBA), largest first; an empty list when there is none."""
+        (H, W, 4) RGBA), largest first; an empty list when there is none. A path to a large JPEG is decoded at a
+        reduced scale (``load``); its boxes are still in the full-size image's pixels."""
+        reduction = None
         if isinstance(image, str | Path):
-            image = load_image(image)
+            image, reduction = self.load(image)
         elif isinstance(image, Image.Image):
             image = ImageOps.exif_transpose(image)
-        boxes, faces = self.find_faces(image)
+        boxes, faces = self.find_faces(image, reduction)
         return self.results(boxes, self.classify(faces))

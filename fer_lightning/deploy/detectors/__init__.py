@@ -43,6 +43,14 @@ class Detection(Box):
     def eyes(self) -> tuple[Point, Point] | None:
         return (self.landmarks[0], self.landmarks[1]) if self.landmarks else None
 
+    def scaled(self, scale: float, size: tuple[int, int]) -> Detection:
+        """This detection in an image ``scale`` times larger whose (width, height) is ``size``: the box's edges and
+        the landmarks multiplied, the box clipped to the image."""
+        x0, y0 = min(size[0] - 1, round(self.x * scale)), min(size[1] - 1, round(self.y * scale))
+        x1, y1 = min(size[0], round((self.x + self.w) * scale)), min(size[1], round((self.y + self.h) * scale))
+        landmarks = None if self.landmarks is None else tuple((x * scale, y * scale) for x, y in self.landmarks)
+        return Detection(x0, y0, max(1, x1 - x0), max(1, y1 - y0), self.score, landmarks)
+
 
 class FaceDetector(Protocol):
     """What a backend offers: its ``name`` (as in records and ``--detector``) and a call that finds the faces.
