@@ -25,8 +25,8 @@ from tests.helpers.deploy import GRACE_HOPPER, tiny_checkpoint
 MAX_BYTES = 3 * 2**20
 
 
-def test_the_default_model_ships():
-    assert DEFAULT in available(), f"{pretrained_path.__module__}: {DEFAULT}.onnx is missing; run `make models`"
+def test_every_named_model_ships():
+    assert DEFAULT in PRETRAINED and available() == list(PRETRAINED), "a shipped model is missing: `make models`"
 
 
 @pytest.mark.parametrize("name", available())
