@@ -28,15 +28,14 @@ from tqdm import tqdm
 from fer_lightning.atomic import atomic_write, check_writable
 from fer_lightning.deploy.batching import Batcher, Pending
 from fer_lightning.deploy.faces import to_rgb
-from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED
-from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer, FaceResult
+from fer_lightning.deploy.options import add_recognizer_arguments, check_recognizer_arguments, load_recognizer
+from fer_lightning.deploy.recognizer import EmotionRecognizer, FaceResult
 
 __all__ = ["EmotionRecognizer", "FaceResult", "main", "run"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
 STATUSES = ("ok", "no_face", "error")
-MIN_SIDE = 32  # --max-side: the detectors' smallest input (the Haar cascade's window is 24 px, RetinaFace's 32)
 
 
 # ---- inputs -------------------------------------------------------------------------------------------------
@@ -272,31 +271,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Facial expressions of every face in photos, folders, videos or a webcam (a digit: its index).",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders, video files, webcam index")
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--ckpt", type=Path, help="a training checkpoint (only from a source you trust)")
-    model.add_argument(
-        "--model",
-        default=DEFAULT,
-        help=f"a shipped model ({' | '.join(PRETRAINED)}; default: {DEFAULT}) or an ONNX file written by fer-export",
-    )
-    parser.add_argument(
-        "--detector",
-        choices=DETECTORS,
-        default="auto",
-        help="auto: the best installed (retinaface with the detect extra, else haar); none: every input is a face",
-    )
-    parser.add_argument(
-        "--align",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="turn faces upright from their eye landmarks before cropping (retinaface)",
-    )
-    parser.add_argument(
-        "--margin",
-        type=float,
-        default=0.1,
-        help="added around each face box, as a fraction of its side (box crops: haar, or --no-align)",
-    )
+    add_recognizer_arguments(parser)
     parser.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     parser.add_argument("--output", type=Path, help="write records here instead of stdout (never over an input)")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")
@@ -314,12 +289,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-frames", type=int, metavar="N", help="video / webcam: stop after N processed frames")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per classifier call")
     parser.add_argument(
-        "--max-side",
-        type=int,
-        help="detect on images downscaled to this longer side (default: the detector's, retinaface 640, haar 1280)",
-    )
-    parser.add_argument("--device", default="auto", help="--ckpt only: auto | cpu | cuda")
-    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -328,10 +297,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.every < 1 or args.batch_size < 1 or (args.max_frames is not None and args.max_frames < 1):
         parser.error("--every, --batch-size and --max-frames must be >= 1")
-    if args.max_side is not None and args.max_side < MIN_SIDE:
-        parser.error(f"--max-side must be >= {MIN_SIDE} (the face detector's window), got {args.max_side}")
-    if not args.margin >= 0:
-        parser.error(f"--margin must be >= 0, got {args.margin}")
+    check_recognizer_arguments(parser, args)
     if args.annotate is not None and args.annotate.exists() and not args.annotate.is_dir():
         parser.error(f"--annotate {args.annotate} is a file, not a folder")
     return args
@@ -339,17 +305,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace, stream: IO[str]) -> int:
     """Process every input, writing records to ``stream``; returns the exit status (1 if any input failed)."""
-    options = {
-        "detector": args.detector,
-        "margin": args.margin,
-        "batch_size": args.batch_size,
-        "max_side": args.max_side,
-        "align": args.align,
-    }
-    if args.ckpt is not None:
-        recognizer = EmotionRecognizer.from_checkpoint(args.ckpt, device=args.device, **options)
-    else:
-        recognizer = EmotionRecognizer.from_model(args.model, **options)
+    recognizer = load_recognizer(args, batch_size=args.batch_size)
     annotate = AnnotationFolder(args.annotate) if args.annotate is not None else None
     writer = RecordWriter(stream, args.format, recognizer.class_names)
     explain = None

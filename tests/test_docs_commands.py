@@ -33,7 +33,14 @@ DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HYDRA_CONFIGS = {"train.py": "train", "fer_lightning.train": "train", "fer_lightning.evaluate": "eval"}
 HYDRA_CONFIGS["fer_lightning.data.preview"] = "preview"
 # What a lone override in the prose may need beside it.
-CONTEXTS = [[], ["data=fer2013"], ["data=ferplus"], ["hparams_search=optuna"], ["logger=many"], ["hydra/launcher=submitit_slurm"]]
+CONTEXTS = [
+    [],
+    ["data=fer2013"],
+    ["data=ferplus"],
+    ["hparams_search=optuna"],
+    ["logger=many"],
+    ["hydra/launcher=submitit_slurm"],
+]
 OVERRIDE = re.compile(r"[+~]{0,2}[a-z_][a-z0-9_./]*=\S*")
 REPO_PATH = re.compile(r"(?:conf|docs|fer_lightning|hydra_plugins|tests|\.ci)/[\w./*-]+|Makefile|pyproject\.toml")
 

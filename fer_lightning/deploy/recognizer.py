@@ -35,6 +35,7 @@ from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED, pretrained_path
 
 DETECTORS = (*detectors.NAMES, "none")  # auto (the best installed), retinaface, haar; none: the image is the face
 CLASS_NAMES_KEY = "class_names"  # ONNX metadata_props key written by fer-export
+MIN_SIDE = 32  # smallest max_side: the detectors' smallest input (the Haar cascade's window is 24 px, RetinaFace's 32)
 DECODE_MARGIN = 2  # JPEGs are decoded at no less than this times the detector's max_side (see decode_side)
 
 
@@ -166,8 +167,8 @@ class EmotionRecognizer:
             raise ValueError(f"detector={detector!r} is not one of {', '.join(DETECTORS)}")
         if not margin >= 0 or batch_size < 1:
             raise ValueError(f"margin must be >= 0 and batch_size >= 1, got {margin} and {batch_size}")
-        if max_side is not None and max_side < 32:  # the detectors' smallest input (Haar: 24, RetinaFace: 32)
-            raise ValueError(f"max_side must be >= 32, got {max_side}")
+        if max_side is not None and max_side < MIN_SIDE:
+            raise ValueError(f"max_side must be >= {MIN_SIDE}, got {max_side}")
         self.backend = backend
         self.class_names = list(backend.class_names)
         self.detector = None if detector == "none" else detectors.make_detector(detector, max_side, detector_threads)

@@ -37,8 +37,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from fer_lightning.deploy.explain import METHODS, Explainer, overlay
-from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED
-from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer
+from fer_lightning.deploy.options import add_recognizer_arguments, check_recognizer_arguments, load_recognizer
+from fer_lightning.deploy.recognizer import EmotionRecognizer
 from fer_lightning.predict import make_record
 
 log = logging.getLogger("fer_lightning.serve")
@@ -276,13 +276,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="fer-serve", description="A web page and a JSON API (POST /api/predict) for facial expressions."
     )
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument(
-        "--model",
-        default=DEFAULT,
-        help=f"a shipped model ({' | '.join(PRETRAINED)}; default: {DEFAULT}) or an ONNX file written by fer-export",
-    )
-    model.add_argument("--ckpt", type=Path, help="a training checkpoint (only from a source you trust; needs torch)")
+    add_recognizer_arguments(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, help="largest upload accepted")
@@ -293,25 +287,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="heat maps: auto (Grad-CAM for --ckpt, occlusion for ONNX), gradcam, occlusion, off",
     )
-    parser.add_argument(
-        "--detector", choices=DETECTORS, default="auto", help="as fer-predict's; none: every image is a cropped face"
-    )
-    parser.add_argument("--margin", type=float, default=0.1, help="added around each face box, a fraction of its side")
-    parser.add_argument("--max-side", type=int, help="detect on images downscaled to this longer side")
-    parser.add_argument("--device", default="auto", help="--ckpt only: auto | cpu | cuda")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     args = parser.parse_args(argv)
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         parser.error("--max-upload-mb and --max-megapixels must be > 0")
+    check_recognizer_arguments(parser, args)
     return args
 
 
-def load_recognizer(args: argparse.Namespace) -> tuple[EmotionRecognizer, str]:
-    options = {"detector": args.detector, "margin": args.margin, "max_side": args.max_side}
-    if args.ckpt is not None:
-        return EmotionRecognizer.from_checkpoint(args.ckpt, device=args.device, **options), args.ckpt.name
-    return EmotionRecognizer.from_model(args.model, threads=args.threads, **options), Path(str(args.model)).name
+def model_name(args: argparse.Namespace) -> str:
+    return args.ckpt.name if args.ckpt is not None else Path(str(args.model)).name
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -320,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s:     %(message)s")
     try:
-        recognizer, name = load_recognizer(args)
+        recognizer, name = load_recognizer(args, threads=args.threads), model_name(args)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"fer-serve: error: {exc}", file=sys.stderr)
         return 2

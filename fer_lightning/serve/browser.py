@@ -167,8 +167,9 @@ def demo_screenshot(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from fer_lightning.deploy.options import load_recognizer
     from fer_lightning.deploy.pretrained import DEFAULT
-    from fer_lightning.serve.app import create_app, load_recognizer
+    from fer_lightning.serve.app import create_app, model_name
 
     parser = argparse.ArgumentParser(description="Screenshot fer-serve's page with a photo analysed (README image).")
     model = parser.add_mutually_exclusive_group()
@@ -183,10 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fer-serve screenshot: {reason}", file=sys.stderr)
         return 2
     options = argparse.Namespace(
-        model=args.model, ckpt=args.ckpt, detector="auto", margin=0.1, max_side=None, device="auto", threads=None
+        model=args.model, ckpt=args.ckpt, detector="auto", align=True, margin=0.1, max_side=None, device="auto"
     )
-    recognizer, name = load_recognizer(options)
-    labels = demo_screenshot(create_app(recognizer, name), args.output, args.photo, args.chromium)
+    recognizer = load_recognizer(options)
+    labels = demo_screenshot(create_app(recognizer, model_name(options)), args.output, args.photo, args.chromium)
     print(f"{args.output}: {', '.join(labels)}")
     return 0
 
