@@ -56,6 +56,10 @@ def load_model(path: Path, device: torch.device) -> torch.nn.Module:
     return OnnxModel(path) if path.suffix == ".onnx" else load_classifier(path, device)
 
 
+def input_size_of(model: torch.nn.Module) -> int:
+    return model.input_size if isinstance(model, OnnxModel) else model_input_size(model)
+
+
 def model_paths(ckpt_path: str | Sequence[str] | None, pretrained: str | None = None) -> list[Path]:
     """Checkpoints / ONNX files (one or a list), or a shipped model, each checked to exist before any data is
     loaded."""
@@ -105,14 +109,7 @@ def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     device = resolve_device(cfg.get("device", "auto"))
     models = [load_model(path, device) for path in paths]
-    sizes = [
-        int(cfg.input_size)
-        if cfg.get("input_size")
-        else IMAGE_SIZE
-        if isinstance(m, OnnxModel)
-        else model_input_size(m)
-        for m in models
-    ]
+    sizes = [int(cfg.input_size) if cfg.get("input_size") else input_size_of(m) for m in models]
     class_names = list(models[0].class_names)
     for model, path in zip(models[1:], paths[1:]):
         if list(model.class_names) != class_names:
