@@ -25,6 +25,7 @@ import argparse
 import math
 import re
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -510,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_at_start = _load()
     comparison = compare(args.seed, not args.no_end_to_end)
-    command = " ".join(["python -m fer_lightning.bench.detectors", *(argv if argv is not None else [])])
+    command = " ".join(["python -m fer_lightning.bench.detectors", *(argv if argv is not None else sys.argv[1:])])
     section = markdown(comparison, command, machine_lines(load_at_start))
     print(section)
     if args.out:
@@ -519,4 +520,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(__import__("sys").argv[1:]))
+    sys.exit(main())
