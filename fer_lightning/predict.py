@@ -156,8 +156,7 @@ class AnnotationFolder:
 def process_image(
     path: str, recognizer: EmotionRecognizer, batcher: Batcher, annotate: AnnotationFolder | None
 ) -> None:
-    image, reduction = recognizer.load(path)  # a large JPEG at a reduced scale: boxes come back full-size
-    boxes, faces = recognizer.find_faces(image, reduction)
+    image, reduction, boxes, faces = recognizer.find_faces_in_file(path)  # boxes full-size, image maybe reduced
     canvas = sink = None
     if annotate is not None:  # drawn on the image as decoded (a large JPEG: the reduced one, boxes scaled down)
         canvas, target = to_rgb(image), annotate.reserve(Path(path).stem, ".png")

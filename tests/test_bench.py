@@ -59,7 +59,11 @@ def test_every_row_is_there_with_positive_numbers(rows):
         "Peak RSS",
         "Deploy: Haar face detection",
         *(f"Deploy: {backend} {what}" for backend in ("torch", "onnxruntime") for what in ("photo", "one", "batch")),
-        *(f"Detect: {label} {what}" for label, _, _ in configurations() for what in ("recall", "photos", "12 MP")),
+        *(
+            f"Detect: {label} {what}"
+            for label, _, _ in configurations()
+            for what in ("recall", "photos", "12 MP photos", "12 MP phone")
+        ),
     ]
     assert len(names) == len(expected), names
     for name, start in zip(names, expected):

@@ -326,14 +326,43 @@ def test_load_image_reduced_picks_the_smallest_scale_keeping_min_side(big_jpegs,
 def test_big_jpeg_decoded_reduced_gives_the_full_size_box(recognizers, grace, big_jpegs, which):
     recognizer = recognizers["retinaface"]
     image, reduction = recognizer.load(big_jpegs[which])
-    assert recognizer.decode_side == 1280
-    assert image.size == (512 * BIG // 2, 600 * BIG // 2)  # 1/2 scale: 2048x2400, upright
-    assert reduction == Reduction(2, (512 * BIG, 600 * BIG))  # sizes of the upright full image
+    assert recognizer.decode_side == 640
+    assert image.size == (512 * BIG // 4, 600 * BIG // 4)  # 1/4 scale: 1024x1200, upright
+    assert reduction == Reduction(4, (512 * BIG, 600 * BIG))  # sizes of the upright full image
     small = np.array(recognizer.predict(grace)[0].box)
     (face,) = recognizer.predict(big_jpegs[which])
     assert np.allclose(face.box, small * BIG, atol=0.04 * small[2] * BIG), (face.box, small * BIG)
     (again,) = recognizer.predict(load_image(big_jpegs[which]))  # decoded at full size: the same box
     assert np.allclose(face.box, again.box, atol=0.02 * again.box[2])
+
+
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+def test_a_face_small_in_the_reduced_decode_is_cropped_from_a_sharper_one(
+    recognizers, grace, big_jpegs, tmp_path, monkeypatch
+):
+    """Grace's face (176 px wide) in a 4096x4800 canvas: the 1/4 decode for the detector makes it 44 px, so the
+    file is decoded again at 1/2 and the crop is cut from that; the large face of big.jpg needs one decode."""
+    recognizer = recognizers["retinaface"]
+    canvas = Image.new("RGB", (512 * BIG, 600 * BIG), (128, 128, 128))
+    canvas.paste(grace, (1500, 2000))
+    canvas.save(tmp_path / "small_face.jpg", quality=90)
+    decodes = []
+
+    def counted(path, min_side=None):
+        decodes.append(min_side)
+        return load_image_reduced(path, min_side)
+
+    monkeypatch.setattr("fer_lightning.deploy.recognizer.load_image_reduced", counted)
+    image, reduction, (face,), crops = recognizer.find_faces_in_file(tmp_path / "small_face.jpg")
+    assert reduction == Reduction(4, canvas.size) and image.size == (1024, 1200)
+    assert face.w < 4 * 48 and len(decodes) == 2
+    sharp_image, sharp = load_image_reduced(tmp_path / "small_face.jpg", decodes[1])
+    assert sharp.scale == 2 and min(face.w, face.h) / sharp.scale >= 48
+    local = face.scaled(1 / sharp.scale, sharp_image.size)
+    assert np.array_equal(crops[0], align_face(to_gray(sharp_image), local.landmarks))
+    decodes.clear()
+    recognizer.find_faces_in_file(big_jpegs["big"])
+    assert decodes == [640]
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -360,6 +389,6 @@ def test_fer_predict_big_jpeg_records_full_size_boxes_and_annotates_the_reduced_
     (face,) = recognizers["retinaface"].predict(big_jpegs["big"])
     assert record["box"] == face.box
     drawn = np.asarray(Image.open(tmp_path / "big.png"))
-    assert drawn.shape == (600 * BIG // 2, 512 * BIG // 2, 3)  # the reduced decode, boxes scaled down to it
-    x, y, w, h = (round(v / 2) for v in record["box"])
+    assert drawn.shape == (600 * BIG // 4, 512 * BIG // 4, 3)  # the reduced decode, boxes scaled down to it
+    x, y, w, h = (round(v / 4) for v in record["box"])
     assert (drawn[y + h // 2, x - 2 : x + 3] == (0, 255, 0)).all(axis=1).any()  # the box's left edge

@@ -41,7 +41,7 @@ def test_shipped_model_matches_its_record(name: str):
     recognizer = EmotionRecognizer.pretrained(name, detector="none")
     probs = recognizer.classify(record_faces())
     np.testing.assert_allclose(probs, np.array(recorded["probs"]), atol=1e-4)
-    assert recorded["max_abs_diff_vs_fp32_checkpoint"] < 1e-2, "fp16 weights moved the probabilities too far"
+    assert recorded["max_abs_diff_vs_fp32_checkpoint"] < 5e-2, "rounded weights moved the probabilities too far"
 
 
 def test_fer2013_model_uses_the_fer2013_labels():
@@ -84,12 +84,23 @@ def test_evaluate_a_shipped_model_like_a_checkpoint(tmp_path):
     assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["ckpt_paths"] == [str(pretrained_path("fer2013"))]
 
 
-def test_fp16_weights_halve_the_file_and_keep_the_probabilities(tmp_path_factory, tmp_path):
+@pytest.mark.parametrize(("weights", "size_ratio"), [("float16", 0.6), ("int8", 0.35)])
+def test_rounded_weights_shrink_the_file_and_keep_the_probabilities(tmp_path_factory, tmp_path, weights, size_ratio):
     ckpt = tiny_checkpoint(tmp_path_factory)
     full = export(ckpt, "onnx", tmp_path / "fp32.onnx")
-    half = export(ckpt, "onnx", tmp_path / "fp16.onnx", fp16_weights=True)
-    assert half.stat().st_size < 0.6 * full.stat().st_size
+    small = export(ckpt, "onnx", tmp_path / f"{weights}.onnx", weights=weights)
+    assert small.stat().st_size < size_ratio * full.stat().st_size
+    meta = {p.key: p.value for p in onnx.load(str(small)).metadata_props}
+    assert meta["weights"].startswith(weights)
     faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
     a = EmotionRecognizer.from_onnx(full, detector="none").classify(faces)
-    b = EmotionRecognizer.from_onnx(half, detector="none").classify(faces)
-    assert np.abs(a - b).max() < 1e-2 and (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    b = EmotionRecognizer.from_onnx(small, detector="none").classify(faces)
+    assert np.abs(a - b).max() < 2e-2 and (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+
+
+def test_rounded_weights_are_for_onnx_only(tmp_path_factory, tmp_path):
+    ckpt = tiny_checkpoint(tmp_path_factory)
+    with pytest.raises(ValueError, match="int8 weights are for ONNX exports only"):
+        export(ckpt, "torchscript", tmp_path / "model.pt", weights="int8")
+    with pytest.raises(ValueError, match="weights 'int4' is not one of float32, float16, int8"):
+        export(ckpt, "onnx", tmp_path / "model.onnx", weights="int4")

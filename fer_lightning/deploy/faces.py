@@ -5,8 +5,9 @@ them with PIL ``convert("L")`` and a bilinear ``resize``):
 
 1. Load: stills with PIL, rotated upright by their EXIF Orientation tag (``ImageOps.exif_transpose``). A large
    JPEG is decoded at a reduced scale (the JPEG decoder's DCT scaling, 1/2, 1/4 or 1/8: ``load_image_reduced``)
-   when its longer side stays at least ``min_side`` (the recognizer asks for twice its detector's ``max_side``);
-   boxes and landmarks found in it are multiplied back to the full-size image's pixels.
+   when its longer side stays at least ``min_side`` (the recognizer asks for its detector's ``max_side``, and
+   decodes again at a finer scale where a face found is under 48 px); boxes and landmarks found in it are
+   multiplied back to the full-size image's pixels.
 2. Grayscale: PIL ``convert("L")`` (ITU-R 601 luma, L = 0.299 R + 0.587 G + 0.114 B). Transparent pixels
    (RGBA, LA, palette transparency) are composited onto white first; 16-bit images are scaled to 8 bits.
 3. Detect (``fer_lightning.deploy.detectors``): RetinaFace on the colour image, or OpenCV's frontal-face Haar

@@ -9,6 +9,7 @@ backend: an ONNX deployment needs numpy, Pillow, OpenCV and onnxruntime alone.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,7 +37,6 @@ from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED, pretrained_path
 DETECTORS = (*detectors.NAMES, "none")  # auto (the best installed), retinaface, haar; none: the image is the face
 CLASS_NAMES_KEY = "class_names"  # ONNX metadata_props key written by fer-export
 MIN_SIDE = 32  # smallest max_side: the detectors' smallest input (the Haar cascade's window is 24 px, RetinaFace's 32)
-DECODE_MARGIN = 2  # JPEGs are decoded at no less than this times the detector's max_side (see decode_side)
 
 
 @dataclass(frozen=True)
@@ -201,16 +201,48 @@ class EmotionRecognizer:
 
     @property
     def decode_side(self) -> int | None:
-        """The longer side a large JPEG is decoded at, at least (``load``): ``DECODE_MARGIN`` (2) times the
-        detector's ``max_side``, so the detector still gets at least its full input, and a face it can find (16 px
-        or more of its input) is at least 32 px in the image the 48x48 crop is taken from (from 24 px of the
-        detector's input on, the crop is not enlarged at all). None without a detector: the image is the face."""
-        return None if self.detector is None else DECODE_MARGIN * self.detector.max_side
+        """The longer side a large JPEG is first decoded at, at least (``load``): the detector's ``max_side``, so
+        the detector gets its full input from the cheapest decode. None without a detector: the image is the
+        face."""
+        return None if self.detector is None else self.detector.max_side
 
     def load(self, path: str | Path) -> tuple[Image.Image, Reduction | None]:
         """The image at ``path`` upright, a large JPEG decoded at a reduced scale (``decode_side``), with the
         ``Reduction`` to pass to ``find_faces`` (None: full size)."""
         return load_image_reduced(path, self.decode_side)
+
+    def find_faces_in_file(self, path: str | Path) -> tuple[Image.Image, Reduction | None, list[Detection], np.ndarray]:
+        """``find_faces`` on the image at ``path``: the image as decoded (``load``) with its ``Reduction``, the
+        detections in the full-size image's pixels, and the 48x48 crops.
+
+        Faces are found in the cheap reduced decode; only where one of them is smaller than 48 px there is the
+        file decoded again, at the scale that gives its smallest face 48 px (or at full size), and the faces
+        are cropped from that: every face is as sharp as the photo allows, and a photo of large faces, the
+        common case, is decoded once at the smallest scale.
+        """
+        image, reduction = self.load(path)
+        gray, found = self._detect(image)
+        sharper = self._sharper_side(found, reduction)
+        if sharper is None:
+            return image, reduction, self._full_size(found, reduction), self._crops(gray, found)
+        found = self._full_size(found, reduction)
+        sharp, sharp_reduction = load_image_reduced(path, sharper)
+        local = [d.scaled(1 / sharp_reduction.scale, sharp.size) for d in found] if sharp_reduction else found
+        return image, reduction, found, self._crops(to_gray(sharp), local)
+
+    def _sharper_side(self, found: list[Detection], reduction: Reduction | None) -> int | None:
+        """The longer side to decode at again so the smallest face found is ``FACE_SIZE`` px; None when the
+        decode has no finer scale (full size) or every face is large enough in it."""
+        if reduction is None or not found:
+            return None
+        smallest = min(min(d.w, d.h) for d in found)
+        if smallest >= FACE_SIZE:
+            return None
+        return math.ceil(max(reduction.size) / reduction.scale * FACE_SIZE / max(1, smallest))
+
+    @staticmethod
+    def _full_size(found: list[Detection], reduction: Reduction | None) -> list[Detection]:
+        return found if reduction is None else [d.scaled(reduction.scale, reduction.size) for d in found]
 
     def find_faces(
         self, image: np.ndarray | Image.Image, reduction: Reduction | None = None
@@ -221,26 +253,29 @@ class EmotionRecognizer:
         A face with landmarks is aligned (turned upright, framed as in FER-2013: ``fer_lightning.deploy.align``)
         unless ``align=False``; otherwise its box grown by ``margin`` is cropped. ``reduction``: ``image`` is a
         reduced decode (``load``): faces are cropped from it, and the detections come back in the full-size
-        image's pixels.
+        image's pixels (``find_faces_in_file`` also decodes again where a face is too small).
         """
-        found, faces = self._find_faces(image)
-        if reduction is not None:
-            found = [d.scaled(reduction.scale, reduction.size) for d in found]
-        return found, faces
+        gray, found = self._detect(image)
+        return self._full_size(found, reduction), self._crops(gray, found)
 
-    def _find_faces(self, image: np.ndarray | Image.Image) -> tuple[list[Detection], np.ndarray]:
+    def _detect(self, image: np.ndarray | Image.Image) -> tuple[np.ndarray, list[Detection]]:
+        """The image in grayscale and the faces in it (with no detector: the whole image)."""
         gray_only = isinstance(image, np.ndarray) and image.ndim == 2
         gray = image if gray_only else to_gray(image)
         if self.detector is None:
             h, w = gray.shape
-            return [Detection(0, 0, w, h)], resize_face(gray)[None]
+            return gray, [Detection(0, 0, w, h)]
         rgb = self._color_copy(image) if self.detector.uses_color and not gray_only else None
-        found = self.detector(gray, rgb)
+        return gray, self.detector(gray, rgb)
+
+    def _crops(self, gray: np.ndarray, found: list[Detection]) -> np.ndarray:
+        if self.detector is None:
+            return resize_face(gray)[None]
         faces = [
             align_face(gray, d.landmarks) if self.align and d.landmarks else crop_face(gray, d, self.margin)
             for d in found
         ]
-        return found, np.stack(faces) if faces else np.empty((0, FACE_SIZE, FACE_SIZE), np.uint8)
+        return np.stack(faces) if faces else np.empty((0, FACE_SIZE, FACE_SIZE), np.uint8)
 
     def _color_copy(self, image: np.ndarray | Image.Image) -> np.ndarray:
         """The image in colour for the detector, a PIL image first shrunk by an integer factor (Pillow's fast
@@ -290,10 +325,10 @@ class EmotionRecognizer:
         """Every face found in ``image`` (a path, a PIL image, or a numpy array (H, W), (H, W, 3) RGB or
         (H, W, 4) RGBA), largest first; an empty list when there is none. A path to a large JPEG is decoded at a
         reduced scale (``load``); its boxes are still in the full-size image's pixels."""
-        reduction = None
         if isinstance(image, str | Path):
-            image, reduction = self.load(image)
-        elif isinstance(image, Image.Image):
-            image = ImageOps.exif_transpose(image)
-        boxes, faces = self.find_faces(image, reduction)
+            _, _, boxes, faces = self.find_faces_in_file(image)
+        else:
+            if isinstance(image, Image.Image):
+                image = ImageOps.exif_transpose(image)
+            boxes, faces = self.find_faces(image)
         return self.results(boxes, self.classify(faces))

@@ -1,7 +1,7 @@
 """``python -m fer_lightning.deploy.pretrained.record NAME --ckpt CKPT``: what ``make models`` writes beside a
 freshly exported ``NAME.onnx``: its sha256, metadata, its probabilities on a few synthetic faces (which the
-tests compare against, so a changed file or runtime shows up), and how far its fp16 weights move them from the
-fp32 checkpoint's.
+tests compare against, so a changed file or runtime shows up), and how far its rounded (float16 or int8) weights
+move them from the float32 checkpoint's.
 """
 
 from __future__ import annotations
