@@ -21,7 +21,8 @@ import argparse
 import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +37,6 @@ from fer_lightning.training.module import FERClassifier
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter writes
-WEIGHTS = ("float32", "float16", "int8")  # how an ONNX file stores the weights; it always computes in float32
-# the largest change in a probability the export may make; measure accuracy before shipping a rounded model
-TOLERANCES = {"float32": 1e-4, "float16": 1e-2, "int8": 5e-2}
 
 
 def build_wrapper(ckpt_path: str | Path) -> RawPixelClassifier:
@@ -103,8 +101,22 @@ def store_weights_int8(proto) -> None:
     _prepend(proto, nodes)
 
 
-STORE_WEIGHTS = {"float16": store_weights_fp16, "int8": store_weights_int8}
-WEIGHTS_NOTE = {"float16": "float16, computed in float32", "int8": "int8 per output channel, computed in float32"}
+@dataclass(frozen=True)
+class WeightStorage:
+    """How an ONNX file stores its weights (it always computes in float32): the graph rewrite (None: as
+    exported), the note for the file's metadata, and the largest change in a probability the export may make
+    (measure the accuracy before shipping a rounded model)."""
+
+    store: Callable | None
+    note: str | None
+    tolerance: float
+
+
+WEIGHTS = {
+    "float32": WeightStorage(None, None, 1e-4),
+    "float16": WeightStorage(store_weights_fp16, "float16, computed in float32", 1e-2),
+    "int8": WeightStorage(store_weights_int8, "int8 per output channel, computed in float32", 5e-2),
+}
 
 
 def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str = "float32") -> None:
@@ -133,9 +145,10 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str 
         "input": "pixels: float32 (N, 48, 48) or (N, 1, 48, 48), raw grayscale values 0..255",
         "output": "probs: float32 (N, classes), softmax probabilities",
     }
-    if weights in STORE_WEIGHTS:
-        STORE_WEIGHTS[weights](proto)
-        meta["weights"] = WEIGHTS_NOTE[weights]
+    storage = WEIGHTS[weights]
+    if storage.store is not None:
+        storage.store(proto)
+        meta["weights"] = storage.note
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)  # before the next step: the checker wants every input's shape declared
@@ -213,7 +226,7 @@ def export(
         raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
     output = check_writable(output, force=force, inputs=[ckpt_path])  # before the model is loaded
     model = build_wrapper(ckpt_path)  # refuses a checkpoint with NaN or infinite weights
-    tolerance = TOLERANCES[weights]
+    tolerance = WEIGHTS[weights].tolerance
     with atomic_write(output) as tmp:
         _write_onnx(model, tmp, opset, weights) if fmt == "onnx" else _write_torchscript(model, tmp)
         error = verify(model, tmp, fmt)

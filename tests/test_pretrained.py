@@ -17,7 +17,7 @@ from PIL import Image
 from fer_lightning.deploy import EmotionRecognizer
 from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED, available, pretrained_path, record
 from fer_lightning.deploy.pretrained.record import record_faces
-from fer_lightning.export import export
+from fer_lightning.export import WEIGHTS, export
 from fer_lightning.labels import EMOTIONS
 from tests.conftest import ROOT, compose_config
 from tests.helpers.deploy import GRACE_HOPPER, tiny_checkpoint
@@ -41,7 +41,8 @@ def test_shipped_model_matches_its_record(name: str):
     recognizer = EmotionRecognizer.pretrained(name, detector="none")
     probs = recognizer.classify(record_faces())
     np.testing.assert_allclose(probs, np.array(recorded["probs"]), atol=1e-4)
-    assert recorded["max_abs_diff_vs_fp32_checkpoint"] < 5e-2, "rounded weights moved the probabilities too far"
+    stored = next(w for w in WEIGHTS if meta.get("weights", "float32").startswith(w))
+    assert recorded["max_abs_diff_vs_fp32_checkpoint"] < WEIGHTS[stored].tolerance, "rounded weights moved it too far"
 
 
 def test_fer2013_model_uses_the_fer2013_labels():
@@ -84,8 +85,10 @@ def test_evaluate_a_shipped_model_like_a_checkpoint(tmp_path):
     assert 0.0 <= metrics["val/acc"] <= 1.0 and metrics["ckpt_paths"] == [str(pretrained_path("fer2013"))]
 
 
-@pytest.mark.parametrize(("weights", "size_ratio"), [("float16", 0.6), ("int8", 0.35)])
-def test_rounded_weights_shrink_the_file_and_keep_the_probabilities(tmp_path_factory, tmp_path, weights, size_ratio):
+@pytest.mark.parametrize(("weights", "size_ratio", "max_diff"), [("float16", 0.6, 1e-2), ("int8", 0.35, 2e-2)])
+def test_rounded_weights_shrink_the_file_and_keep_the_probabilities(
+    tmp_path_factory, tmp_path, weights, size_ratio, max_diff
+):
     ckpt = tiny_checkpoint(tmp_path_factory)
     full = export(ckpt, "onnx", tmp_path / "fp32.onnx")
     small = export(ckpt, "onnx", tmp_path / f"{weights}.onnx", weights=weights)
@@ -95,7 +98,7 @@ def test_rounded_weights_shrink_the_file_and_keep_the_probabilities(tmp_path_fac
     faces = np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8)
     a = EmotionRecognizer.from_onnx(full, detector="none").classify(faces)
     b = EmotionRecognizer.from_onnx(small, detector="none").classify(faces)
-    assert np.abs(a - b).max() < 2e-2 and (a.argmax(1) == b.argmax(1)).mean() >= 0.9
+    assert np.abs(a - b).max() < max_diff and (a.argmax(1) == b.argmax(1)).mean() >= 0.9
 
 
 def test_rounded_weights_are_for_onnx_only(tmp_path_factory, tmp_path):

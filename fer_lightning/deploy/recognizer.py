@@ -222,13 +222,13 @@ class EmotionRecognizer:
         """
         image, reduction = self.load(path)
         gray, found = self._detect(image)
+        full_size = self._full_size(found, reduction)
         sharper = self._sharper_side(found, reduction)
         if sharper is None:
-            return image, reduction, self._full_size(found, reduction), self._crops(gray, found)
-        found = self._full_size(found, reduction)
+            return image, reduction, full_size, self._crops(gray, found)
         sharp, sharp_reduction = load_image_reduced(path, sharper)
-        local = [d.scaled(1 / sharp_reduction.scale, sharp.size) for d in found] if sharp_reduction else found
-        return image, reduction, found, self._crops(to_gray(sharp), local)
+        local = [d.scaled(1 / sharp_reduction.scale, sharp.size) for d in full_size] if sharp_reduction else full_size
+        return image, reduction, full_size, self._crops(to_gray(sharp), local)
 
     def _sharper_side(self, found: list[Detection], reduction: Reduction | None) -> int | None:
         """The longer side to decode at again so the smallest face found is ``FACE_SIZE`` px; None when the
