@@ -29,21 +29,22 @@ bench:
 	$(BIN)/python -m fer_lightning.bench $(ARGS)
 
 # The shipped models (fer_lightning/deploy/pretrained): train on your FER-2013 copy (FER2013_DIR; the FER+
-# votes beside it or in FERPLUS_DIR), export with rounded weights (under 3 MB), record their outputs. About 3 hours
-# on 2 cores.
+# votes beside it or in FERPLUS_DIR), export with rounded weights (under 3 MB; fer2013 also averages each face with
+# its mirror image inside the file), record their outputs. About 3 hours on 2 cores.
 STAMP := $(shell date +%Y-%m-%d_%H-%M-%S)
 MODELS_RUN ?= logs/models/$(STAMP)
 FER2013_EXPERIMENT ?= release_fer2013
 FERPLUS_EXPERIMENT ?= ferplus_cpu
 WEIGHTS ?= float16
+TTA ?= none
 PRETRAINED := fer_lightning/deploy/pretrained
 models:
-	$(MAKE) model NAME=fer2013 EXPERIMENT=$(FER2013_EXPERIMENT) MODELS_RUN=$(MODELS_RUN) WEIGHTS=int8
+	$(MAKE) model NAME=fer2013 EXPERIMENT=$(FER2013_EXPERIMENT) MODELS_RUN=$(MODELS_RUN) WEIGHTS=int8 TTA=flip
 	$(MAKE) model NAME=ferplus EXPERIMENT=$(FERPLUS_EXPERIMENT) MODELS_RUN=$(MODELS_RUN)
 
 model:
 	$(BIN)/python train.py experiment=$(EXPERIMENT) seed=0 hydra.run.dir=$(MODELS_RUN)/$(NAME)
-	$(BIN)/fer-export --ckpt $(MODELS_RUN)/$(NAME)/checkpoints/last.ckpt --format onnx --weights $(WEIGHTS) --force \
+	$(BIN)/fer-export --ckpt $(MODELS_RUN)/$(NAME)/checkpoints/last.ckpt --format onnx --weights $(WEIGHTS) --tta $(TTA) --force \
 		--output $(PRETRAINED)/$(NAME).onnx
 	$(BIN)/python -m fer_lightning.deploy.pretrained.record $(NAME) --ckpt $(MODELS_RUN)/$(NAME)/checkpoints/last.ckpt
 

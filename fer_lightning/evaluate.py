@@ -46,6 +46,7 @@ class OnnxModel(torch.nn.Module):
         super().__init__()
         self.backend = OnnxBackend(path)
         self.class_names = tuple(self.backend.class_names)
+        self.tta = self.backend.tta  # what the graph averages over by itself, before the tta asked for here
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         probs = self.backend(images[:, 0].cpu().numpy())
@@ -141,6 +142,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "tta_crop": cfg.tta_crop if cfg.tta == "tencrop" else None,
         "tta_views": len(tta_views(split.images[:1].unsqueeze(1).float(), cfg.tta, sizes[0], cfg.tta_crop)),
         "input_sizes": sizes,
+        # An ONNX file exported with --tta flip averages over the mirror image itself, whatever tta says.
+        "model_tta": [getattr(model, "tta", "none") for model in models],
         "device": str(device),
     }
     index = torch.arange(len(split))

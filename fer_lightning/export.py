@@ -7,8 +7,9 @@ values 0..255 in, class probabilities (N, 7) out, any N. Casting, the channel di
 centre crop, the normalisation and the softmax are inside, so users need no code of ours.
 
 * ONNX: input ``pixels`` float32 (uint8 faces cast with ``faces.astype(np.float32)``, which is exact), output
-  ``probs``; metadata ``class_names`` (JSON list) and ``input_size``. Exported with the TorchScript-based
-  exporter (``dynamo=False``): it needs neither onnxscript nor a network connection.
+  ``probs``; metadata ``class_names`` (JSON list), ``input_size`` and ``tta`` (``none``, or ``flip``: see
+  ``--tta``). Exported with the TorchScript-based exporter (``dynamo=False``): it needs neither onnxscript nor a
+  network connection.
 * TorchScript: the network traced, the wrapper scripted; takes uint8 or float tensors directly;
   ``class_names`` in the archive's extra files. (torch 2.14 deprecates TorchScript: prefer ONNX.)
 
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from fer_lightning.atomic import atomic_write, check_writable
-from fer_lightning.deploy.checkpoint import RawPixelClassifier, load_classifier, model_input_size
+from fer_lightning.deploy.checkpoint import DEPLOY_TTA, RawPixelClassifier, load_classifier, model_input_size
 from fer_lightning.labels import IMAGE_SIZE
 from fer_lightning.training.module import FERClassifier
 
@@ -39,10 +40,10 @@ OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter writes
 
 
-def build_wrapper(ckpt_path: str | Path) -> RawPixelClassifier:
+def build_wrapper(ckpt_path: str | Path, tta: str = "none") -> RawPixelClassifier:
     """The raw-pixel model of a checkpoint, on the CPU, in eval mode."""
     classifier = load_classifier(ckpt_path, "cpu")
-    return RawPixelClassifier(classifier, model_input_size(classifier)).eval()
+    return RawPixelClassifier(classifier, model_input_size(classifier), tta).eval()
 
 
 def _example(batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -144,7 +145,10 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str 
         ),
         "input": "pixels: float32 (N, 48, 48) or (N, 1, 48, 48), raw grayscale values 0..255",
         "output": "probs: float32 (N, classes), softmax probabilities",
+        "tta": model.tta,
     }
+    if model.flip:
+        meta["output"] += ", averaged over each face and its mirror image"
     storage = WEIGHTS[weights]
     if storage.store is not None:
         storage.store(proto)
@@ -175,11 +179,11 @@ def _write_torchscript(model: RawPixelClassifier, path: Path) -> None:
     """Trace the network, script the thin wrapper around it: the script keeps the wrapper's cast from any dtype,
     the trace accepts any architecture."""
     size = model.input_size
-    extra = {"class_names": json.dumps(list(model.classifier.class_names)), "input_size": str(size)}
+    extra = {"class_names": json.dumps(list(model.classifier.class_names)), "input_size": str(size), "tta": model.tta}
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; ONNX is the way ahead
         core = torch.jit.trace(_Normalised(model.classifier).eval(), torch.zeros(2, 1, size, size))
-        torch.jit.save(torch.jit.script(RawPixelClassifier(core, size)), str(path), _extra_files=extra)
+        torch.jit.save(torch.jit.script(RawPixelClassifier(core, size, model.tta)), str(path), _extra_files=extra)
 
 
 def _run_exported(path: Path, fmt: str, faces: torch.Tensor) -> np.ndarray:
@@ -211,11 +215,13 @@ def export(
     force: bool = False,
     opset: int = OPSET,
     weights: str = "float32",
+    tta: str = "none",
 ) -> Path:
     """Write ``ckpt_path`` as ``fmt`` to ``output`` (atomically; never over an existing file unless ``force``).
 
     ``weights`` (ONNX only): how the file stores the weights: float16 halves the file, int8 quarters it; both
-    compute in float32 (see ``store_weights_fp16`` and ``store_weights_int8``)."""
+    compute in float32 (see ``store_weights_fp16`` and ``store_weights_int8``). ``tta="flip"``: the model averages
+    each face's probabilities with its mirror image's (``RawPixelClassifier``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if weights not in WEIGHTS:
@@ -225,7 +231,7 @@ def export(
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
     output = check_writable(output, force=force, inputs=[ckpt_path])  # before the model is loaded
-    model = build_wrapper(ckpt_path)  # refuses a checkpoint with NaN or infinite weights
+    model = build_wrapper(ckpt_path, tta)  # refuses a checkpoint with NaN or infinite weights
     tolerance = WEIGHTS[weights].tolerance
     with atomic_write(output) as tmp:
         _write_onnx(model, tmp, opset, weights) if fmt == "onnx" else _write_torchscript(model, tmp)
@@ -248,9 +254,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="float32",
         help="ONNX: how the file stores the weights (float16: half the file, int8: a quarter; float32 arithmetic)",
     )
+    parser.add_argument(
+        "--tta",
+        choices=DEPLOY_TTA,
+        default="none",
+        help="flip: the model averages each face with its mirror image (evaluate's tta=flip; twice the work)",
+    )
     args = parser.parse_args(argv)
     try:
-        path = export(args.ckpt, args.format, args.output, force=args.force, opset=args.opset, weights=args.weights)
+        path = export(
+            args.ckpt, args.format, args.output, force=args.force, opset=args.opset, weights=args.weights, tta=args.tta
+        )
     except (OSError, ValueError, RuntimeError) as exc:  # missing, existing or unwritable files; bad checkpoints
         print(f"fer-export: error: {exc}", file=sys.stderr)
         return 1

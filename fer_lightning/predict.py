@@ -14,8 +14,11 @@ import argparse
 import csv
 import json
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -29,7 +32,7 @@ from fer_lightning.atomic import atomic_write, check_writable
 from fer_lightning.deploy.batching import Batcher, Pending
 from fer_lightning.deploy.faces import to_rgb
 from fer_lightning.deploy.options import add_recognizer_arguments, check_recognizer_arguments, load_recognizer
-from fer_lightning.deploy.recognizer import EmotionRecognizer, FaceResult
+from fer_lightning.deploy.recognizer import EmotionRecognizer, FaceResult, FoundFaces
 
 __all__ = ["EmotionRecognizer", "FaceResult", "main", "run"]
 
@@ -154,9 +157,14 @@ class AnnotationFolder:
 
 # ---- media -----------------------------------------------------------------------------------------------------
 def process_image(
-    path: str, recognizer: EmotionRecognizer, batcher: Batcher, annotate: AnnotationFolder | None
+    path: str,
+    recognizer: EmotionRecognizer,
+    batcher: Batcher,
+    annotate: AnnotationFolder | None,
+    found: FoundFaces | None = None,
 ) -> None:
-    image, reduction, boxes, faces = recognizer.find_faces_in_file(path)  # boxes full-size, image maybe reduced
+    """``found``: what ``recognizer.find_faces_in_file(path)`` returned, when a worker thread already ran it."""
+    image, reduction, boxes, faces = found or recognizer.find_faces_in_file(path)  # boxes full-size
     canvas = sink = None
     if annotate is not None:  # drawn on the image as decoded (a large JPEG: the reduced one, boxes scaled down)
         canvas, target = to_rgb(image), annotate.reserve(Path(path).stem, ".png")
@@ -263,6 +271,35 @@ def process_video(
         )
 
 
+# ---- look-ahead ------------------------------------------------------------------------------------------------
+def found_ahead(
+    items: Sequence[Input], recognizer: EmotionRecognizer, workers: int
+) -> Iterator[tuple[Input, Future[FoundFaces] | None]]:
+    """Each input, in order, with (for an image, when ``workers`` > 1) the future of its faces, found by
+    ``workers`` threads up to ``2 * workers`` images ahead of the caller.
+
+    Decoding (Pillow), detecting (ONNX Runtime, OpenCV) and aligning release the GIL, so the threads keep that
+    many cores busy on the costly part of a photo while the caller classifies the faces in batches and writes
+    the records in input order. Each thread finds faces with a detector of its own and one intra-op thread."""
+    if workers <= 1:
+        yield from ((item, None) for item in items)
+        return
+    local = threading.local()
+
+    def find(path: str) -> FoundFaces:
+        if not hasattr(local, "recognizer"):
+            local.recognizer = recognizer.with_own_detector(threads=1)
+        return local.recognizer.find_faces_in_file(path)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="fer-predict-faces") as pool:
+        ahead: deque[tuple[Input, Future[FoundFaces] | None]] = deque()
+        for item in items:
+            ahead.append((item, pool.submit(find, str(item.source)) if item.kind == "image" else None))
+            while len(ahead) > 2 * workers or (ahead and ahead[-1][1] is None):  # a video: its turn comes in order
+                yield ahead.popleft()
+        yield from ahead
+
+
 # ---- command line ---------------------------------------------------------------------------------------------
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
@@ -288,14 +325,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-frames", type=int, metavar="N", help="video / webcam: stop after N processed frames")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per classifier call")
     parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="photos: N threads decode and find faces ahead while the classifier runs (about one core each)",
+    )
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="video progress bar (default: when stderr is a terminal)",
     )
     args = parser.parse_args(argv)
-    if args.every < 1 or args.batch_size < 1 or (args.max_frames is not None and args.max_frames < 1):
-        parser.error("--every, --batch-size and --max-frames must be >= 1")
+    if min(args.every, args.batch_size, args.workers) < 1 or (args.max_frames is not None and args.max_frames < 1):
+        parser.error("--every, --batch-size, --workers and --max-frames must be >= 1")
     check_recognizer_arguments(parser, args)
     if args.annotate is not None and args.annotate.exists() and not args.annotate.is_dir():
         parser.error(f"--annotate {args.annotate} is a file, not a folder")
@@ -325,12 +369,12 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
     batcher = Batcher(recognizer, done)
     failed = 0
     start = time.perf_counter()
-    for item in expand_inputs(args.inputs):
+    for item, found in found_ahead(expand_inputs(args.inputs), recognizer, args.workers):
         try:
             if item.kind == "error":
                 raise ValueError(f"{item.name}: {item.error}")
             if item.kind == "image":
-                process_image(str(item.source), recognizer, batcher, annotate)
+                process_image(str(item.source), recognizer, batcher, annotate, found and found.result())
             else:
                 process_video(item, recognizer, batcher, annotate, args.every, args.max_frames, args.progress)
         except (ValueError, OSError, cv2.error) as exc:
@@ -345,7 +389,7 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
         rate = f"{processed / seconds:.1f}" if seconds > 0 else "-"
         print(
             f"fer-predict: {processed} images/frames in {seconds:.1f} s: {rate} per second, "
-            f"{recognizer.detector_name} detector",
+            f"{recognizer.detector_name} detector, {args.workers} worker(s)",
             file=sys.stderr,
         )
     if failed:

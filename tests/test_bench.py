@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fer_lightning.bench.common import Row
-from fer_lightning.bench.detectors import configurations
+from fer_lightning.bench.detectors import configurations, worker_counts
 from fer_lightning.bench.suite import Sizes, collect_rows, format_table, render
 from fer_lightning.bench.system import dataset_load_rows
 
@@ -59,11 +59,13 @@ def test_every_row_is_there_with_positive_numbers(rows):
         "Peak RSS",
         "Deploy: Haar face detection",
         *(f"Deploy: {backend} {what}" for backend in ("torch", "onnxruntime") for what in ("photo", "one", "batch")),
+        "Deploy: shipped fer2013 model batched",
         *(
             f"Detect: {label} {what}"
             for label, _, _ in configurations()
             for what in ("recall", "photos", "12 MP photos", "12 MP phone")
         ),
+        *(f"fer-predict phone-sized folder, --workers {count}" for count in worker_counts()),
     ]
     assert len(names) == len(expected), names
     for name, start in zip(names, expected):

@@ -66,6 +66,26 @@ def test_torchscript_matches_pytorch_for_uint8_and_float_any_batch(ckpt, tmp_pat
             np.testing.assert_allclose(scripted(x).numpy(), reference(x).numpy(), atol=1e-4)
 
 
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_flip_tta_in_the_graph_averages_each_face_with_its_mirror_image(ckpt, tmp_path, reference, fmt):
+    path = export(ckpt, fmt, tmp_path / f"model.{fmt}", tta="flip")
+    x = faces(5, torch.uint8, False, seed=3)
+    with torch.no_grad():
+        plain, mirrored = reference(x).numpy(), reference(x.flip(-1)).numpy()
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.get_modelmeta().custom_metadata_map["tta"] == "flip"
+        got = session.run(None, {"pixels": x.numpy().astype(np.float32)})[0]
+    else:
+        with torch.no_grad():
+            got = torch.jit.load(str(path))(x).numpy()
+    np.testing.assert_allclose(got, (plain + mirrored) / 2, atol=5e-6)
+    # The tiny model's outputs barely depend on the face, hence the small but still 50x larger difference.
+    assert np.abs(got - plain).max() > 2.5e-4, "random faces are not symmetric: averaging must change something"
+    with pytest.raises(ValueError, match="tencrop"):
+        RawPixelClassifier(reference.classifier, tta="tencrop")
+
+
 def test_refuses_to_overwrite_without_force(ckpt, tmp_path, capsys):
     target = tmp_path / "model.onnx"
     target.write_bytes(b"precious")
@@ -125,3 +145,4 @@ def test_deploy_benchmark_returns_numbers(ckpt, tmp_path):
     assert numbers["image_size"] == "128x150" and numbers["detect_ms"] > 0
     for backend in ("torch", "onnxruntime"):
         assert numbers[f"{backend}/end_to_end_ms"] > 0 and numbers[f"{backend}/batch_faces_per_s"] > 0
+    assert numbers["shipped_fer2013/batch_faces_per_s"] > 0

@@ -138,6 +138,34 @@ def test_cli_mixed_inputs_report_errors_and_carry_on(tmp_path, tmp_path_factory,
         assert image.size == (256, 300), "annotated upright"
 
 
+def test_worker_threads_give_the_records_of_one_thread_in_input_order(tmp_path, tmp_path_factory, small_grace):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        small_grace.crop((0, 10 * i, 256, 300)).save(folder / f"{2 * i}_face.jpg")
+        Image.new("L", (120 + 40 * i, 90), 60 * i).save(folder / f"{2 * i + 1}_flat.png")
+    (folder / "3_flat.png").write_bytes(b"broken in the middle")
+    runs = {}
+    for workers in (1, 3):
+        out = tmp_path / f"records_{workers}.jsonl"
+        argv = [str(folder), "--model", str(tiny_onnx(tmp_path_factory)), "--output", str(out)]
+        assert main([*argv, "--workers", str(workers)]) == 1  # the broken file
+        runs[workers] = read_jsonl(out)
+    names = [Path(r["source"]).name for r in runs[3]]
+    assert names == sorted(p.name for p in folder.iterdir()), "one record per image, in input order"
+    assert [r["status"] for r in runs[3]] == ["ok", "no_face", "ok", "error", "ok", "no_face"]
+    for one, many in zip(runs[1], runs[3], strict=True):
+        assert (one["source"], one["status"], one.get("box")) == (many["source"], many["status"], many.get("box"))
+        if one["status"] == "ok":
+            np.testing.assert_allclose(list(one["probs"].values()), list(many["probs"].values()), atol=1e-5)
+
+
+def test_a_worker_copy_shares_the_classifier_but_not_the_detector(recognizer):
+    copy = recognizer.with_own_detector(threads=1)
+    assert copy.backend is recognizer.backend and copy.detector is not recognizer.detector
+    assert (copy.detector_name, copy.detector.max_side) == (recognizer.detector_name, recognizer.detector.max_side)
+
+
 def test_cli_video_rows_with_frame_and_time_and_annotated_video(tmp_path, tmp_path_factory, small_grace):
     video = tmp_path / "clip.avi"
     frame = cv2.cvtColor(np.asarray(small_grace), cv2.COLOR_RGB2BGR)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import statistics
 import sys
@@ -62,6 +63,7 @@ KINDS = ("real", "tilted", "tiny", "occluded", "lighting", "group", "faceless")
 SCENE = (960, 720)
 SCENES_PER_KIND = 8
 FAST_SIDE = 480  # the second RetinaFace configuration: detection on a 480 px copy
+FOLDER_PASSES = 3  # fer-predict --workers: each phone-sized file this many times in one run
 PHONE_NOISE = 8.0  # pixel noise that gives the 12 MP scenes a phone JPEG's size (about 3.4 MB, not 1 MB)
 # the end-to-end sets: (label, result key, make bench row name, its note)
 FILE_SETS = (
@@ -350,6 +352,36 @@ def end_to_end(
     return rates
 
 
+def folder_rates(paths: Sequence[Path], workers: Sequence[int], repeats: int = 2) -> dict[int, float]:
+    """Photos per wall-clock second of fer-predict's work on the image files ``paths`` with ``--workers N``, for
+    each N: the default shipped model and detector, threads as fer-predict leaves them (one worker: ONNX Runtime's
+    one per core; several: one each), the best of ``repeats`` passes. Records are not written (a small cost)."""
+    from fer_lightning.deploy import EmotionRecognizer
+    from fer_lightning.deploy.batching import Batcher
+    from fer_lightning.predict import expand_inputs, found_ahead, process_image
+
+    recognizer = EmotionRecognizer.pretrained()
+    items = expand_inputs([str(path) for path in paths])
+    recognizer.predict(paths[0])
+    rates = {}
+    for count in workers:
+        best = math.inf
+        for _ in range(repeats):
+            start = time.perf_counter()
+            batcher = Batcher(recognizer, lambda item: None)
+            for item, found in found_ahead(items, recognizer, count):
+                process_image(str(item.source), recognizer, batcher, None, found and found.result())
+            batcher.flush()
+            best = min(best, time.perf_counter() - start)
+        rates[count] = len(paths) / best
+    return rates
+
+
+def worker_counts() -> list[int]:
+    """1, 2 and every core of this machine."""
+    return sorted({1, 2, os.cpu_count() or 1})
+
+
 def recognizer_factory(workdir: Path) -> Callable[[str, int | None], object]:
     """Recognizers around an untrained cnn3 checkpoint on the CPU (the caller sets torch's threads)."""
     from fer_lightning.bench.deploy import untrained_checkpoint
@@ -391,6 +423,7 @@ def compare(seed: int = 0, with_end_to_end: bool = True, per_kind: int = SCENES_
     photos = labelled_set(seed, per_kind)
     configs = configurations()
     file_mb: dict[str, float] = {}  # the mean JPEG file size of each end-to-end set
+    rates_by_workers: dict[int, float] = {}  # fer-predict --workers N on phone-sized files, wall clock
     previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -415,9 +448,20 @@ def compare(seed: int = 0, with_end_to_end: bool = True, per_kind: int = SCENES_
                     file_mb[key] = statistics.mean(path.stat().st_size for path in paths) / 1e6
                     for label, rate in end_to_end(factory, configs, paths, repeats).items():
                         results[label][key] = rate
+                folder = Path(workdir) / "folder"
+                folder.mkdir()
+                # 4 x twelve_mp files, 3 times over: enough photos that the workers' start is a small part
+                phone_files = save_jpegs(twelve_megapixel(photos, 4 * twelve_mp, PHONE_NOISE), folder)
+                rates_by_workers = folder_rates(phone_files * FOLDER_PASSES, worker_counts())
     finally:
         cv2.setNumThreads(previous)
-    return {"photos": photos, "results": results, "file_mb": file_mb}
+    return {
+        "photos": photos,
+        "results": results,
+        "file_mb": file_mb,
+        "folder_rates": rates_by_workers,
+        "folder_files": 4 * twelve_mp,
+    }
 
 
 # ---- reporting -----------------------------------------------------------------------------------------------
@@ -473,6 +517,7 @@ def markdown(comparison: dict, command: str, machine: Sequence[str]) -> str:
         f"to 4000x3000, one pass; phone-sized: the same with pixel noise (sigma {PHONE_NOISE:g}), since decoding",
         "time follows the file's size and a scaled-up scene compresses 3-4x better than a photo.",
         f"Mean file size: {sizes}.",
+        *folder_lines(comparison.get("folder_rates", {}), comparison.get("folder_files", 0)),
         "A JPEG is decoded at the smallest of 1/2, 1/4, 1/8 scale whose longer side stays",
         "at least the detector's `max_side` (`EmotionRecognizer.decode_side`): 12 MP at 1/4 (1000x750) for",
         "RetinaFace at 640, at 1/8 (500x375) at 480, at 1/2 for Haar (1280), and again at a finer scale where a",
@@ -480,6 +525,18 @@ def markdown(comparison: dict, command: str, machine: Sequence[str]) -> str:
         SECTION_END,
     ]
     return "\n".join(lines) + "\n"
+
+
+def folder_lines(rates: dict[int, float], files: int) -> list[str]:
+    if not rates:
+        return []
+    one = rates[1]
+    cells = ", ".join(f"{n} worker(s) {rate:.1f} ({rate / one:.2f}x)" for n, rate in rates.items())
+    return [
+        f"`fer-predict FOLDER --workers N` on {files} phone-sized 12 MP files, each {FOLDER_PASSES} times, photos",
+        f"per wall-clock second on this machine's {os.cpu_count()} cores (shipped fer2013 model, default detector):",
+        f"{cells}.",
+    ]
 
 
 SECTION_START = "<!-- section: face detectors (python -m fer_lightning.bench.detectors) -->"
@@ -508,7 +565,8 @@ def detector_rows(seed: int = 0, per_kind: int = SCENES_PER_KIND, twelve_mp: int
     """``make bench`` rows: recall and end-to-end photos/s of each installed detector, Haar as the baseline."""
     from fer_lightning.bench.common import Row  # with torch and Lightning: not needed to score detectors
 
-    results = compare(seed, True, per_kind, twelve_mp)["results"]
+    comparison = compare(seed, True, per_kind, twelve_mp)
+    results = comparison["results"]
     haar = results.get("haar")
     rows = []
     for name, r in results.items():
@@ -528,6 +586,18 @@ def detector_rows(seed: int = 0, per_kind: int = SCENES_PER_KIND, twelve_mp: int
         rows.append(Row(f"Detect: {name} {what} end to end", rate, "photos/s", base_rate, ratio, rate_note))
         for _, key, what, rate_note in twelve_mp_sets:
             rows.append(Row(f"Detect: {name} {what} end to end", r.get(key), "photos/s", note=rate_note))
+    rates = comparison["folder_rates"]
+    for count, rate in rates.items():
+        rows.append(
+            Row(
+                f"fer-predict phone-sized folder, --workers {count}",
+                rate,
+                "photos/s",
+                rates[1] if count > 1 else None,
+                rate / rates[1] if count > 1 else None,
+                f"wall clock on {os.cpu_count()} cores; baseline: --workers 1",
+            )
+        )
     return rows
 
 

@@ -17,6 +17,8 @@ from fer_lightning.data.augment import center_crop
 from fer_lightning.labels import IMAGE_SIZE
 from fer_lightning.training.module import FERClassifier
 
+DEPLOY_TTA = ("none", "flip")  # the test-time augmentations a deployed model can carry in its graph
+
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``auto`` (or None) picks CUDA when there is one, else the CPU."""
@@ -109,18 +111,29 @@ class RawPixelClassifier(nn.Module):
     buffers) and the softmax are all inside, so a deployed model needs no preprocessing code of ours.
     ``reshape`` rather than a branch on the rank keeps one traced graph valid for both layouts.
     ``classifier`` is a ``FERClassifier`` or its TorchScript trace (``fer-export`` scripts this wrapper).
+
+    ``tta="flip"`` averages the probabilities of each face and its mirror image (evaluate's ``tta=flip``) inside
+    the model: about a point of accuracy on FER-2013 for twice the classifier's work, which beside face
+    detection costs next to nothing, so a deployed model can carry it.
     """
 
-    def __init__(self, classifier: nn.Module, input_size: int = IMAGE_SIZE) -> None:
+    def __init__(self, classifier: nn.Module, input_size: int = IMAGE_SIZE, tta: str = "none") -> None:
         super().__init__()
         if not 0 < input_size <= IMAGE_SIZE:
             raise ValueError(f"input_size must be in 1..{IMAGE_SIZE}, got {input_size}")
+        if tta not in DEPLOY_TTA:
+            raise ValueError(f"tta={tta!r} is not one of {', '.join(DEPLOY_TTA)}")
         self.classifier = classifier.eval()
         self.input_size = input_size
         self.image_size = IMAGE_SIZE  # an attribute, not a global: TorchScript can read it
+        self.tta = tta
+        self.flip = tta == "flip"
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(torch.float32).reshape(-1, 1, self.image_size, self.image_size)
         if self.input_size != self.image_size:
             x = center_crop(x, self.input_size)
-        return self.classifier(x).float().softmax(-1)
+        if not self.flip:
+            return self.classifier(x).float().softmax(-1)
+        probs = self.classifier(torch.cat([x, x.flip(-1)])).float().softmax(-1)
+        return probs.reshape(2, -1, probs.shape[-1]).mean(0)

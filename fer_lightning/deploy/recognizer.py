@@ -8,6 +8,7 @@ backend: an ONNX deployment needs numpy, Pillow, OpenCV and onnxruntime alone.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Sequence
@@ -55,6 +56,10 @@ class FaceResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# What find_faces_in_file returns: the image as decoded, its Reduction, the full-size detections, the 48x48 crops.
+FoundFaces = tuple[Image.Image, Reduction | None, list[Detection], np.ndarray]
 
 
 class Backend(Protocol):
@@ -119,6 +124,7 @@ class OnnxBackend:
 
             class_names = EMOTIONS
         self.class_names = list(class_names)
+        self.tta = meta.get("tta", "none")  # "flip": the graph averages each face with its mirror image
         try:  # a grey face: a model with NaN weights answers NaN to every input
             probe = self(np.full((1, FACE_SIZE, FACE_SIZE), 128, np.uint8))
         except Exception:  # a model exported elsewhere may want another input layout: checked per batch instead
@@ -199,6 +205,15 @@ class EmotionRecognizer:
         threads (default: one per core)."""
         return cls(OnnxBackend(path, threads=threads), **kwargs)
 
+    def with_own_detector(self, threads: int | None = None) -> EmotionRecognizer:
+        """A recognizer that shares this one's classifier and options but has a detector of its own (``threads``:
+        its intra-op threads), for another thread to find faces with: OpenCV's cascade keeps working buffers in
+        the object, so two threads must not share one."""
+        clone = copy.copy(self)
+        if self.detector is not None:
+            clone.detector = detectors.make_detector(self.detector_name, self.detector.max_side, threads)
+        return clone
+
     @property
     def decode_side(self) -> int | None:
         """The longer side a large JPEG is first decoded at, at least (``load``): the detector's ``max_side``, so
@@ -211,7 +226,7 @@ class EmotionRecognizer:
         ``Reduction`` to pass to ``find_faces`` (None: full size)."""
         return load_image_reduced(path, self.decode_side)
 
-    def find_faces_in_file(self, path: str | Path) -> tuple[Image.Image, Reduction | None, list[Detection], np.ndarray]:
+    def find_faces_in_file(self, path: str | Path) -> FoundFaces:
         """``find_faces`` on the image at ``path``: the image as decoded (``load``) with its ``Reduction``, the
         detections in the full-size image's pixels, and the 48x48 crops.
 

@@ -39,7 +39,7 @@ def make_record(name: str, ckpt_path: Path) -> dict:
     faces = record_faces()
     probs = backend(faces)
     with torch.no_grad():
-        fp32 = build_wrapper(ckpt_path)(torch.from_numpy(faces)).numpy()
+        fp32 = build_wrapper(ckpt_path, backend.tta)(torch.from_numpy(faces)).numpy()
     return {
         "name": name,
         "file": path.name,
@@ -47,6 +47,7 @@ def make_record(name: str, ckpt_path: Path) -> dict:
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "class_names": backend.class_names,
         "checkpoint": ckpt_path.name,
+        "tta": backend.tta,
         "faces": f"fer_lightning.data.synthetic.generate_faces({FACES}, seed={FACES_SEED})",
         "probs": np.round(probs, 6).tolist(),
         "max_abs_diff_vs_fp32_checkpoint": float(np.abs(probs - fp32).max()),
