@@ -147,7 +147,7 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str 
         "output": "probs: float32 (N, classes), softmax probabilities",
         "tta": model.tta,
     }
-    if model.flip:
+    if model.tta == "flip":
         meta["output"] += ", averaged over each face and its mirror image"
     storage = WEIGHTS[weights]
     if storage.store is not None:

@@ -127,13 +127,12 @@ class RawPixelClassifier(nn.Module):
         self.input_size = input_size
         self.image_size = IMAGE_SIZE  # an attribute, not a global: TorchScript can read it
         self.tta = tta
-        self.flip = tta == "flip"
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(torch.float32).reshape(-1, 1, self.image_size, self.image_size)
         if self.input_size != self.image_size:
             x = center_crop(x, self.input_size)
-        if not self.flip:
+        if self.tta != "flip":
             return self.classifier(x).float().softmax(-1)
         probs = self.classifier(torch.cat([x, x.flip(-1)])).float().softmax(-1)
         return probs.reshape(2, -1, probs.shape[-1]).mean(0)
