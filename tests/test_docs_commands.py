@@ -36,6 +36,7 @@ HYDRA_CONFIGS["fer_lightning.data.preview"] = "preview"
 CONTEXTS = [
     [],
     ["data=fer2013"],
+    ["model=compact"],
     ["data=ferplus"],
     ["hparams_search=optuna"],
     ["logger=many"],
