@@ -31,7 +31,13 @@ import torch
 from torch import nn
 
 from fer_lightning.atomic import atomic_write, check_writable
-from fer_lightning.deploy.checkpoint import DEPLOY_TTA, RawPixelClassifier, load_classifier, model_input_size
+from fer_lightning.deploy.checkpoint import (
+    DEPLOY_TTA,
+    TENCROP_SIDE,
+    RawPixelClassifier,
+    load_classifier,
+    model_input_size,
+)
 from fer_lightning.labels import IMAGE_SIZE
 from fer_lightning.training.module import FERClassifier
 
@@ -40,10 +46,10 @@ OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter writes
 
 
-def build_wrapper(ckpt_path: str | Path, tta: str = "none") -> RawPixelClassifier:
+def build_wrapper(ckpt_path: str | Path, tta: str = "none", tta_crop: int = TENCROP_SIDE) -> RawPixelClassifier:
     """The raw-pixel model of a checkpoint, on the CPU, in eval mode."""
     classifier = load_classifier(ckpt_path, "cpu")
-    return RawPixelClassifier(classifier, model_input_size(classifier), tta).eval()
+    return RawPixelClassifier(classifier, model_input_size(classifier), tta, tta_crop).eval()
 
 
 def _example(batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -149,6 +155,9 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str 
     }
     if model.tta == "flip":
         meta["output"] += ", averaged over each face and its mirror image"
+    if model.tta == "tencrop":
+        meta["tta_crop"] = str(model.tta_crop)
+        meta["output"] += f", averaged over the 4 corner and the centre {model.tta_crop} px crops and their mirrors"
     storage = WEIGHTS[weights]
     if storage.store is not None:
         storage.store(proto)
@@ -180,10 +189,14 @@ def _write_torchscript(model: RawPixelClassifier, path: Path) -> None:
     the trace accepts any architecture."""
     size = model.input_size
     extra = {"class_names": json.dumps(list(model.classifier.class_names)), "input_size": str(size), "tta": model.tta}
+    if model.tta == "tencrop":
+        extra["tta_crop"] = str(model.tta_crop)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; ONNX is the way ahead
         core = torch.jit.trace(_Normalised(model.classifier).eval(), torch.zeros(2, 1, size, size))
-        torch.jit.save(torch.jit.script(RawPixelClassifier(core, size, model.tta)), str(path), _extra_files=extra)
+        torch.jit.save(
+            torch.jit.script(RawPixelClassifier(core, size, model.tta, model.tta_crop)), str(path), _extra_files=extra
+        )
 
 
 def _run_exported(path: Path, fmt: str, faces: torch.Tensor) -> np.ndarray:
@@ -216,12 +229,14 @@ def export(
     opset: int = OPSET,
     weights: str = "float32",
     tta: str = "none",
+    tta_crop: int = TENCROP_SIDE,
 ) -> Path:
     """Write ``ckpt_path`` as ``fmt`` to ``output`` (atomically; never over an existing file unless ``force``).
 
     ``weights`` (ONNX only): how the file stores the weights: float16 halves the file, int8 quarters it; both
-    compute in float32 (see ``store_weights_fp16`` and ``store_weights_int8``). ``tta="flip"``: the model averages
-    each face's probabilities with its mirror image's (``RawPixelClassifier``)."""
+    compute in float32 (see ``store_weights_fp16`` and ``store_weights_int8``). ``tta``: ``flip`` averages each
+    face's probabilities with its mirror image's, ``tencrop`` over ten views, the corner and centre crops of side
+    ``tta_crop`` and their mirrors (``RawPixelClassifier``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if weights not in WEIGHTS:
@@ -231,7 +246,7 @@ def export(
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
     output = check_writable(output, force=force, inputs=[ckpt_path])  # before the model is loaded
-    model = build_wrapper(ckpt_path, tta)  # refuses a checkpoint with NaN or infinite weights
+    model = build_wrapper(ckpt_path, tta, tta_crop)  # refuses a checkpoint with NaN or infinite weights
     tolerance = WEIGHTS[weights].tolerance
     with atomic_write(output) as tmp:
         _write_onnx(model, tmp, opset, weights) if fmt == "onnx" else _write_torchscript(model, tmp)
@@ -258,12 +273,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--tta",
         choices=DEPLOY_TTA,
         default="none",
-        help="flip: the model averages each face with its mirror image (evaluate's tta=flip; twice the work)",
+        help="flip: the model averages each face with its mirror image (evaluate's tta=flip; twice the work); "
+        "tencrop: over the corner and centre crops and their mirrors (evaluate's tta=tencrop; 10x the work)",
+    )
+    parser.add_argument(
+        "--tta-crop",
+        type=int,
+        default=TENCROP_SIDE,
+        help=f"--tta tencrop: the crops' side in px, at most the model's input size (default {TENCROP_SIDE})",
     )
     args = parser.parse_args(argv)
     try:
         path = export(
-            args.ckpt, args.format, args.output, force=args.force, opset=args.opset, weights=args.weights, tta=args.tta
+            args.ckpt,
+            args.format,
+            args.output,
+            force=args.force,
+            opset=args.opset,
+            weights=args.weights,
+            tta=args.tta,
+            tta_crop=args.tta_crop,
         )
     except (OSError, ValueError, RuntimeError) as exc:  # missing, existing or unwritable files; bad checkpoints
         print(f"fer-export: error: {exc}", file=sys.stderr)

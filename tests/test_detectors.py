@@ -20,7 +20,16 @@ from PIL import Image
 from fer_lightning.deploy import detectors
 from fer_lightning.deploy.align import FER_TEMPLATE, align_face, roll_degrees
 from fer_lightning.deploy.detectors import Detection, make_detector
-from fer_lightning.deploy.faces import Reduction, crop_face, load_image, load_image_reduced, to_gray, to_rgb
+from fer_lightning.deploy.faces import (
+    Reduction,
+    crop_face,
+    image_size,
+    load_image,
+    load_image_reduced,
+    load_pixels,
+    to_gray,
+    to_rgb,
+)
 from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer
 from fer_lightning.labels import EMOTIONS
 from fer_lightning.predict import RecordWriter, make_record
@@ -321,13 +330,57 @@ def test_load_image_reduced_picks_the_smallest_scale_keeping_min_side(big_jpegs,
         assert max(image.size) >= min_side
 
 
+@pytest.mark.parametrize("min_side", [None, 2400, 1280, 640, 600])
+@pytest.mark.parametrize("which", ["big", "turned"])
+def test_load_pixels_decodes_a_jpeg_into_the_same_pixels_as_pillow(big_jpegs, which, min_side):
+    pixels, reduction = load_pixels(big_jpegs[which], min_side)
+    image, expected = load_image_reduced(big_jpegs[which], min_side)
+    assert isinstance(pixels, np.ndarray) and reduction == expected
+    assert np.array_equal(pixels, np.asarray(image))  # the same scale, orientation and colours
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_load_pixels_turns_a_jpeg_upright_as_pillow_does(grace, tmp_path, orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    grace.save(tmp_path / "photo.jpg", exif=exif)
+    pixels, reduction = load_pixels(tmp_path / "photo.jpg")
+    assert reduction is None and np.array_equal(pixels, np.asarray(load_image(tmp_path / "photo.jpg")))
+
+
+def test_load_pixels_reads_grayscale_jpegs_and_leaves_the_rest_to_pillow(grace, tmp_path):
+    grace.convert("L").save(tmp_path / "gray.jpg")
+    pixels, _ = load_pixels(tmp_path / "gray.jpg")
+    assert pixels.shape == (600, 512) and np.array_equal(pixels, np.asarray(Image.open(tmp_path / "gray.jpg")))
+    grace.convert("CMYK").save(tmp_path / "cmyk.jpg")
+    grace.save(tmp_path / "grace.png")
+    for name in ("cmyk.jpg", "grace.png"):
+        image, _ = load_pixels(tmp_path / name)
+        assert isinstance(image, Image.Image) and image.size == (512, 600)
+
+
+def test_load_pixels_refuses_a_truncated_jpeg_naming_it(grace, tmp_path):
+    """OpenCV fills the missing part of a cut JPEG with grey; the file must be refused instead, as Pillow does."""
+    grace.save(tmp_path / "whole.jpg")
+    data = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ValueError, match="cut.jpg: cannot read as an image"):
+        load_pixels(tmp_path / "cut.jpg")
+
+
+def test_to_gray_of_an_rgb_array_is_pillows_luma_within_one_level(grace):
+    rgb = np.asarray(grace.convert("RGB"))
+    difference = to_gray(rgb).astype(int) - np.asarray(grace.convert("L"), dtype=int)
+    assert np.abs(difference).max() <= 1 and (difference != 0).mean() < 0.01
+
+
 @pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
 @pytest.mark.parametrize("which", ["big", "turned"])
 def test_big_jpeg_decoded_reduced_gives_the_full_size_box(recognizers, grace, big_jpegs, which):
     recognizer = recognizers["retinaface"]
     image, reduction = recognizer.load(big_jpegs[which])
     assert recognizer.decode_side == 640
-    assert image.size == (512 * BIG // 4, 600 * BIG // 4)  # 1/4 scale: 1024x1200, upright
+    assert image_size(image) == (512 * BIG // 4, 600 * BIG // 4)  # 1/4 scale: 1024x1200, upright
     assert reduction == Reduction(4, (512 * BIG, 600 * BIG))  # sizes of the upright full image
     small = np.array(recognizer.predict(grace)[0].box)
     (face,) = recognizer.predict(big_jpegs[which])
@@ -350,15 +403,15 @@ def test_a_face_small_in_the_reduced_decode_is_cropped_from_a_sharper_one(
 
     def counted(path, min_side=None):
         decodes.append(min_side)
-        return load_image_reduced(path, min_side)
+        return load_pixels(path, min_side)
 
-    monkeypatch.setattr("fer_lightning.deploy.recognizer.load_image_reduced", counted)
+    monkeypatch.setattr("fer_lightning.deploy.recognizer.load_pixels", counted)
     image, reduction, (face,), crops = recognizer.find_faces_in_file(tmp_path / "small_face.jpg")
-    assert reduction == Reduction(4, canvas.size) and image.size == (1024, 1200)
+    assert reduction == Reduction(4, canvas.size) and image_size(image) == (1024, 1200)
     assert face.w < 4 * 48 and len(decodes) == 2
-    sharp_image, sharp = load_image_reduced(tmp_path / "small_face.jpg", decodes[1])
+    sharp_image, sharp = load_pixels(tmp_path / "small_face.jpg", decodes[1])
     assert sharp.scale == 2 and min(face.w, face.h) / sharp.scale >= 48
-    local = face.scaled(1 / sharp.scale, sharp_image.size)
+    local = face.scaled(1 / sharp.scale, image_size(sharp_image))
     assert np.array_equal(crops[0], align_face(to_gray(sharp_image), local.landmarks))
     decodes.clear()
     recognizer.find_faces_in_file(big_jpegs["big"])
@@ -370,9 +423,9 @@ def test_png_and_small_jpeg_are_decoded_whole(recognizers, grace, tmp_path, name
     grace.resize((512 * 2, 600 * 2), Image.Resampling.BILINEAR).save(tmp_path / "big.png", compress_level=1)
     grace.save(tmp_path / "small.jpg")
     image, reduction = recognizers[name].load(tmp_path / "big.png")
-    assert reduction is None and image.size == (512 * 2, 600 * 2)
+    assert reduction is None and image_size(image) == (512 * 2, 600 * 2)
     image, reduction = recognizers[name].load(tmp_path / "small.jpg")
-    assert reduction is None and image.size == (512, 600)
+    assert reduction is None and image_size(image) == (512, 600)
     assert load_image_reduced(tmp_path / "big.png", 64)[1] is None  # never for other formats
 
 
@@ -392,3 +445,20 @@ def test_fer_predict_big_jpeg_records_full_size_boxes_and_annotates_the_reduced_
     assert drawn.shape == (600 * BIG // 4, 512 * BIG // 4, 3)  # the reduced decode, boxes scaled down to it
     x, y, w, h = (round(v / 4) for v in record["box"])
     assert (drawn[y + h // 2, x - 2 : x + 3] == (0, 255, 0)).all(axis=1).any()  # the box's left edge
+
+
+def test_detector_section_reports_decoding_alone_per_file_set(big_jpegs):
+    from fer_lightning.bench.detectors import KINDS, Tally, decode_ms, markdown
+
+    spent = decode_ms([big_jpegs["big"]], repeats=1)
+    assert 0 < spent < 10_000
+    kinds = {kind: Tally(1, 1, 1) for kind in KINDS}
+    result = {"kinds": kinds, "total": Tally(6, 6, 6), "false_on_faceless": 0, "cpu_ms": 1.0, "wall_ms": 1.0}
+    comparison = {
+        "photos": [],
+        "results": {"retinaface": result},
+        "file_mb": {"photos_per_s_12mp": 0.97},
+        "decode_ms": {"photos_per_s_12mp": spent, "photos_per_s_12mp_phone": 34.0},
+    }
+    text = markdown(comparison, "python -m fer_lightning.bench.detectors", ["- CPU: test"])
+    assert f"CPU ms/photo: 12 MP {spent:.1f}, phone-sized 34.0:" in text

@@ -16,6 +16,7 @@ from PIL import Image
 
 from fer_lightning.bench.deploy import benchmark_deploy
 from fer_lightning.deploy.checkpoint import RawPixelClassifier, load_classifier
+from fer_lightning.evaluation.tta import predict_probs
 from fer_lightning.export import export, main
 from tests.conftest import ROOT
 from tests.helpers.deploy import GRACE_HOPPER, check_record, tiny_checkpoint, tiny_onnx
@@ -82,8 +83,30 @@ def test_flip_tta_in_the_graph_averages_each_face_with_its_mirror_image(ckpt, tm
     np.testing.assert_allclose(got, (plain + mirrored) / 2, atol=5e-6)
     # The tiny model's outputs barely depend on the face, hence the small but still 50x larger difference.
     assert np.abs(got - plain).max() > 2.5e-4, "random faces are not symmetric: averaging must change something"
-    with pytest.raises(ValueError, match="tencrop"):
-        RawPixelClassifier(reference.classifier, tta="tencrop")
+    with pytest.raises(ValueError, match="fivecrop"):
+        RawPixelClassifier(reference.classifier, tta="fivecrop")
+
+
+@pytest.mark.parametrize(("fmt", "crop"), [("onnx", 44), ("torchscript", 44), ("onnx", 48)])
+def test_tencrop_tta_in_the_graph_gives_what_evaluate_computes(ckpt, tmp_path, reference, fmt, crop):
+    """The exported model averages the same 10 views as ``python -m fer_lightning.evaluate tta=tencrop``."""
+    path = export(ckpt, fmt, tmp_path / f"model.{fmt}", tta="tencrop", tta_crop=crop)
+    x = faces(6, torch.uint8, False, seed=4)
+    with torch.no_grad():
+        expected = predict_probs(reference.classifier, x[:, None].float(), "tencrop", 48, crop).numpy()
+        plain = reference(x).numpy()
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        meta = session.get_modelmeta().custom_metadata_map
+        assert (meta["tta"], meta["tta_crop"]) == ("tencrop", str(crop))
+        got = session.run(None, {"pixels": x.numpy().astype(np.float32)})[0]
+    else:
+        with torch.no_grad():
+            got = torch.jit.load(str(path))(x).numpy()
+    np.testing.assert_allclose(got, expected, atol=5e-6)
+    assert np.abs(got - plain).max() > 2.5e-4, "ten views of random faces must differ from the one"
+    with pytest.raises(ValueError, match="tta_crop=49 must be in 1..48"):
+        RawPixelClassifier(reference.classifier, tta="tencrop", tta_crop=49)
 
 
 def test_refuses_to_overwrite_without_force(ckpt, tmp_path, capsys):
@@ -146,3 +169,4 @@ def test_deploy_benchmark_returns_numbers(ckpt, tmp_path):
     for backend in ("torch", "onnxruntime"):
         assert numbers[f"{backend}/end_to_end_ms"] > 0 and numbers[f"{backend}/batch_faces_per_s"] > 0
     assert numbers["shipped_fer2013/batch_faces_per_s"] > 0
+    assert numbers["onnxruntime_flip/batch_faces_per_s"] > 0 and numbers["onnxruntime_tencrop/batch_faces_per_s"] > 0

@@ -2,8 +2,10 @@
 
 Measures, for PyTorch (the checkpoint) and ONNX Runtime (its export), the end-to-end latency of one photo
 (load-free: grayscale, Haar detection, crop, classify) on matplotlib's ``grace_hopper.jpg``, the latency of
-classifying one face, and the throughput of batched classification in faces per second. Without a checkpoint
-an untrained ``cnn3`` is used: latency does not depend on the weights. Medians over ``repeats`` runs.
+classifying one face, and the throughput of batched classification in faces per second, also for the ONNX
+export with flip and with ten-crop TTA in its graph (``fer-export --tta``: 2 and 10 views a face). Without a
+checkpoint an untrained ``cnn3`` is used: latency does not depend on the weights. Medians over ``repeats``
+runs.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import torch
 
 from fer_lightning.bench.common import Row
 from fer_lightning.deploy.faces import load_image, to_gray
-from fer_lightning.deploy.recognizer import EmotionRecognizer
+from fer_lightning.deploy.recognizer import EmotionRecognizer, OnnxBackend
 from fer_lightning.export import export
 from fer_lightning.threads import torch_threads
 from fer_lightning.training.module import FERClassifier
 
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+TENCROP_CROP = 44  # the crop side of the README's ten-crop figures
 DEFAULT_NET = {"_target_": "fer_lightning.models.cnn3.CNN3", "num_classes": 7}
 
 
@@ -62,6 +65,7 @@ def benchmark_deploy(
     repeats: int = 20,
     batch_size: int = 256,
     threads: int | None = None,
+    tta_crop: int = TENCROP_CROP,
 ) -> dict[str, float | int | str]:
     """Latency (ms) and throughput (faces/s) of the PyTorch and ONNX Runtime backends on the CPU.
 
@@ -73,17 +77,21 @@ def benchmark_deploy(
         cv2.setNumThreads(threads)
     try:
         with torch_threads(threads):
-            return _benchmark(ckpt_path, image, repeats, batch_size, threads)
+            return _benchmark(ckpt_path, image, repeats, batch_size, threads, tta_crop)
     finally:
         cv2.setNumThreads(previous)
 
 
 def _benchmark(
-    ckpt_path: str | Path | None, image: str | Path, repeats: int, batch_size: int, threads: int | None
+    ckpt_path: str | Path | None, image: str | Path, repeats: int, batch_size: int, threads: int | None, tta_crop: int
 ) -> dict[str, float | int | str]:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = Path(ckpt_path) if ckpt_path else untrained_checkpoint(Path(tmp) / "untrained.ckpt")
         onnx_path = export(ckpt, "onnx", Path(tmp) / "model.onnx")
+        with_tta = {
+            tta: export(ckpt, "onnx", Path(tmp) / f"model_{tta}.onnx", tta=tta, tta_crop=tta_crop)
+            for tta in ("flip", "tencrop")
+        }
         recognizers = {
             # Haar, as these rows always timed it; every detector side by side: the rows of bench.detectors
             "torch": EmotionRecognizer.from_checkpoint(ckpt, device="cpu", batch_size=batch_size, detector="haar"),
@@ -108,6 +116,10 @@ def _benchmark(
             out[f"{name}/classify_one_ms"] = _median_ms(lambda r=recognizer: r.classify(faces[:1]), repeats)
             batch_ms = _median_ms(lambda r=recognizer: r.classify(faces), max(3, repeats // 4))
             out[f"{name}/batch_faces_per_s"] = batch_size / (batch_ms / 1000)
+        for tta, path in with_tta.items():
+            backend = OnnxBackend(path, threads=threads)
+            batch_ms = _median_ms(lambda b=backend: b(faces), max(3, repeats // 4))
+            out[f"onnxruntime_{tta}/batch_faces_per_s"] = batch_size / (batch_ms / 1000)
         # The shipped default model: a larger network than cnn3, and it classifies each face and its mirror image.
         shipped = EmotionRecognizer.pretrained(threads=threads, batch_size=batch_size, detector="none")
         batch_ms = _median_ms(lambda: shipped.classify(faces), max(3, repeats // 4))
@@ -122,8 +134,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, help="intra-op threads for torch, ONNX Runtime and OpenCV")
+    parser.add_argument("--tta-crop", type=int, default=TENCROP_CROP, help="the ten-crop export's crop side (px)")
     args = parser.parse_args()
-    print(json.dumps(benchmark_deploy(args.ckpt, args.image, args.repeats, args.batch_size, args.threads), indent=2))
+    result = benchmark_deploy(args.ckpt, args.image, args.repeats, args.batch_size, args.threads, args.tta_crop)
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

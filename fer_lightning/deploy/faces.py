@@ -3,13 +3,18 @@
 Steps, in this order (the training images are 8-bit grayscale 48x48 face crops; the image-folder reader makes
 them with PIL ``convert("L")`` and a bilinear ``resize``):
 
-1. Load: stills with PIL, rotated upright by their EXIF Orientation tag (``ImageOps.exif_transpose``). A large
-   JPEG is decoded at a reduced scale (the JPEG decoder's DCT scaling, 1/2, 1/4 or 1/8: ``load_image_reduced``)
-   when its longer side stays at least ``min_side`` (the recognizer asks for its detector's ``max_side``, and
-   decodes again at a finer scale where a face found is under 48 px); boxes and landmarks found in it are
-   multiplied back to the full-size image's pixels.
-2. Grayscale: PIL ``convert("L")`` (ITU-R 601 luma, L = 0.299 R + 0.587 G + 0.114 B). Transparent pixels
-   (RGBA, LA, palette transparency) are composited onto white first; 16-bit images are scaled to 8 bits.
+1. Load: a complete 8-bit JPEG in colour or grayscale (what cameras and phones write) is decoded by OpenCV
+   straight into a numpy array (``load_pixels``): Pillow decodes as fast, but copying its image into an array
+   costs half as much again (7 of 20 ms on a 12 MP photo). Other stills with PIL. Either way the image is turned
+   upright by its EXIF Orientation tag (the two decoders give the same pixels). A large JPEG is decoded at a
+   reduced scale (the JPEG decoder's DCT scaling, 1/2, 1/4 or 1/8) when its longer side stays at least
+   ``min_side`` (the recognizer asks for its detector's ``max_side``, and decodes again at a finer scale where a
+   face found is under 48 px); boxes and landmarks found in it are multiplied back to the full-size image's
+   pixels.
+2. Grayscale: ITU-R 601 luma, L = 0.299 R + 0.587 G + 0.114 B: PIL ``convert("L")`` for a PIL image, OpenCV's
+   ``cvtColor`` for an RGB array (they round differently for 0.13% of the 2^24 colours, by one level).
+   Transparent pixels (RGBA, LA, palette transparency) are composited onto white first; 16-bit images are
+   scaled to 8 bits.
 3. Detect (``fer_lightning.deploy.detectors``): RetinaFace on the colour image, or OpenCV's frontal-face Haar
    cascade on a histogram-equalised grayscale copy, downscaled so its longer side is at most ``max_side`` px
    (huge photos); boxes are mapped back to the full-resolution image.
@@ -32,11 +37,23 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
 FACE_SIZE = 48
 ORIENTATION = 0x0112  # the EXIF Orientation tag
+ARRAY_JPEG_FORMATS = ("JPEG", "MPO")  # MPO: a JPEG with more images after the first (some cameras, phones)
+ARRAY_JPEG_MODES = {"RGB": cv2.IMREAD_COLOR_RGB, "L": cv2.IMREAD_GRAYSCALE}  # not CMYK: Pillow handles Adobe's
+# OpenCV's flag bits for a decode at 1/2, 1/4, 1/8 (the IMREAD_REDUCED_GRAYSCALE_* flags; the colour bits come from
+# ARRAY_JPEG_MODES)
+REDUCED_FLAGS = {
+    1: 0,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+JPEG_END = b"\xff\xd9"  # the EOI marker: a JPEG that does not end with it may be truncated
 
 
 @dataclass(frozen=True)
@@ -101,9 +118,52 @@ def _draft(image: Image.Image, min_side: int) -> float:
     return w / drafted[1][2]  # the box of the full image in decoded pixels: (0, 0, w / scale, h / scale)
 
 
+def _jpeg_scale(size: tuple[int, int], min_side: int | None) -> int:
+    """The reduced scale (1, 2, 4 or 8) Pillow's ``draft`` takes for ``min_side`` on a JPEG of ``size``: the
+    largest that keeps both sides at least ``min_side * side / longer side`` (1: none)."""
+    w, h = size
+    ratio = min_side / max(w, h) if min_side else 1.0
+    if ratio > 0.5:
+        return 1
+    fits = min(w // max(1, math.ceil(w * ratio)), h // max(1, math.ceil(h * ratio)))
+    return next(s for s in (8, 4, 2, 1) if fits >= s)
+
+
+def load_pixels(path: str | Path, min_side: int | None = None) -> tuple[Image.Image | np.ndarray, Reduction | None]:
+    """``load_image_reduced``, but a complete 8-bit colour or grayscale JPEG comes back as a numpy array decoded
+    by OpenCV (RGB (H, W, 3) or (H, W)), upright, at the same reduced scale, with the same pixels: the
+    recognizer works on arrays, and copying Pillow's image into one (and its grayscale) costs half as much again
+    as the decode (7 ms of 20 on a 12 MP photo at 1/4). Anything else (other formats, CMYK, a JPEG whose end is
+    missing, which OpenCV would fill in grey rather than refuse) comes from ``load_image_reduced`` as a PIL
+    image."""
+    try:
+        with Image.open(path) as image:  # the header only: format, mode, size, EXIF
+            flags = ARRAY_JPEG_MODES.get(image.mode) if image.format in ARRAY_JPEG_FORMATS else None
+            if flags is not None:
+                scale = _jpeg_scale(image.size, min_side)
+                turned = image.getexif().get(ORIENTATION, 1) in (5, 6, 7, 8)
+                full = image.size[::-1] if turned else image.size
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        flags = None  # load_image_reduced says what is wrong
+    if flags is not None:
+        data = np.fromfile(path, np.uint8)
+        if data[-2:].tobytes() == JPEG_END:
+            pixels = cv2.imdecode(data, flags | REDUCED_FLAGS[scale])  # EXIF orientation applied, as PIL does
+            if pixels is not None:
+                return pixels, None if scale == 1 else Reduction(scale, full)
+    return load_image_reduced(path, min_side)
+
+
+def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(width, height) of a PIL image or an image array."""
+    return image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+
+
 def to_gray(image: Image.Image | np.ndarray) -> np.ndarray:
     """8-bit grayscale (H, W) from a PIL image in any mode, or an array (H, W), (H, W, 3) RGB or (H, W, 4) RGBA."""
     if isinstance(image, np.ndarray):
+        if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+            return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)  # 3x faster than through PIL, for 12 MP photos
         image = array_to_pil(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         wide = np.asarray(image, dtype=np.float64)

@@ -28,7 +28,8 @@ from fer_lightning.deploy.faces import (
     Reduction,
     array_to_pil,
     crop_face,
-    load_image_reduced,
+    image_size,
+    load_pixels,
     resize_face,
     to_gray,
     to_rgb,
@@ -58,8 +59,9 @@ class FaceResult:
         return asdict(self)
 
 
-# What find_faces_in_file returns: the image as decoded, its Reduction, the full-size detections, the 48x48 crops.
-FoundFaces = tuple[Image.Image, Reduction | None, list[Detection], np.ndarray]
+# What find_faces_in_file returns: the image as decoded (an RGB or grayscale array for a JPEG, else a PIL image),
+# its Reduction, the full-size detections, the 48x48 crops.
+FoundFaces = tuple[Image.Image | np.ndarray, Reduction | None, list[Detection], np.ndarray]
 
 
 class Backend(Protocol):
@@ -221,10 +223,10 @@ class EmotionRecognizer:
         face."""
         return None if self.detector is None else self.detector.max_side
 
-    def load(self, path: str | Path) -> tuple[Image.Image, Reduction | None]:
-        """The image at ``path`` upright, a large JPEG decoded at a reduced scale (``decode_side``), with the
-        ``Reduction`` to pass to ``find_faces`` (None: full size)."""
-        return load_image_reduced(path, self.decode_side)
+    def load(self, path: str | Path) -> tuple[Image.Image | np.ndarray, Reduction | None]:
+        """The image at ``path`` upright (``load_pixels``: a JPEG as an array, a large one decoded at a reduced
+        scale, ``decode_side``), with the ``Reduction`` to pass to ``find_faces`` (None: full size)."""
+        return load_pixels(path, self.decode_side)
 
     def find_faces_in_file(self, path: str | Path) -> FoundFaces:
         """``find_faces`` on the image at ``path``: the image as decoded (``load``) with its ``Reduction``, the
@@ -241,8 +243,10 @@ class EmotionRecognizer:
         sharper = self._sharper_side(found, reduction)
         if sharper is None:
             return image, reduction, full_size, self._crops(gray, found)
-        sharp, sharp_reduction = load_image_reduced(path, sharper)
-        local = [d.scaled(1 / sharp_reduction.scale, sharp.size) for d in full_size] if sharp_reduction else full_size
+        sharp, sharp_reduction = load_pixels(path, sharper)
+        local = full_size
+        if sharp_reduction:
+            local = [d.scaled(1 / sharp_reduction.scale, image_size(sharp)) for d in full_size]
         return image, reduction, full_size, self._crops(to_gray(sharp), local)
 
     def _sharper_side(self, found: list[Detection], reduction: Reduction | None) -> int | None:
