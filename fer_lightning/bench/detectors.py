@@ -331,6 +331,16 @@ def save_jpegs(photos: Sequence[Photo], folder: Path) -> list[Path]:
     return paths
 
 
+def best_seconds(run: Callable[[], object], repeats: int, clock: Callable[[], float] = time.process_time) -> float:
+    """The shortest of ``repeats`` timings of ``run()`` by ``clock`` (CPU time of this process by default)."""
+    best = math.inf
+    for _ in range(repeats):
+        start = clock()
+        run()
+        best = min(best, clock() - start)
+    return best
+
+
 def end_to_end(
     make_recognizer: Callable[[str, int | None], object],
     configs: Sequence[tuple[str, str, int | None]],
@@ -343,12 +353,7 @@ def end_to_end(
     for label, name, max_side in configs:
         recognizer = make_recognizer(name, max_side)
         recognizer.predict(paths[0])
-        best = math.inf
-        for _ in range(repeats):
-            start = time.process_time()
-            for path in paths:
-                recognizer.predict(path)
-            best = min(best, time.process_time() - start)
+        best = best_seconds(lambda r=recognizer: [r.predict(path) for path in paths], repeats)
         rates[label] = len(paths) / best
     return rates
 
@@ -357,12 +362,7 @@ def decode_ms(paths: Sequence[Path], min_side: int = DECODE_SIDE, repeats: int =
     """CPU ms per photo of decoding alone, as the recognizer decodes for RetinaFace at its default
     (``load_pixels``), the best of ``repeats`` passes: the floor under the end-to-end time that no detector
     setting lowers."""
-    best = math.inf
-    for _ in range(repeats):
-        start = time.process_time()
-        for path in paths:
-            load_pixels(path, min_side)
-        best = min(best, time.process_time() - start)
+    best = best_seconds(lambda: [load_pixels(path, min_side) for path in paths], repeats)
     return 1000 * best / len(paths)
 
 
@@ -377,18 +377,14 @@ def folder_rates(paths: Sequence[Path], workers: Sequence[int], repeats: int = 2
     recognizer = EmotionRecognizer.pretrained()
     items = expand_inputs([str(path) for path in paths])
     recognizer.predict(paths[0])
-    rates = {}
-    for count in workers:
-        best = math.inf
-        for _ in range(repeats):
-            start = time.perf_counter()
-            batcher = Batcher(recognizer, lambda item: None)
-            for item, found in found_ahead(items, recognizer, count):
-                process_image(str(item.source), recognizer, batcher, None, found and found.result())
-            batcher.flush()
-            best = min(best, time.perf_counter() - start)
-        rates[count] = len(paths) / best
-    return rates
+
+    def run(count: int) -> None:
+        batcher = Batcher(recognizer, lambda item: None)
+        for item, found in found_ahead(items, recognizer, count):
+            process_image(str(item.source), recognizer, batcher, None, found and found.result())
+        batcher.flush()
+
+    return {count: len(paths) / best_seconds(lambda n=count: run(n), repeats, time.perf_counter) for count in workers}
 
 
 def worker_counts() -> list[int]:

@@ -151,8 +151,9 @@ class RawPixelClassifier(nn.Module):
         return probs.reshape(views, -1, probs.shape[-1]).mean(0)
 
     def _five_crops(self, x: torch.Tensor) -> torch.Tensor:
-        """Top-left, top-right, bottom-left, bottom-right and centre crops (``evaluation.tta.five_crops``),
-        stacked (5N, 1, input_size, input_size)."""
+        """Top-left, top-right, bottom-left, bottom-right and centre crops, stacked (5N, 1, input_size,
+        input_size): ``evaluation.tta.five_crops`` and ``_fit`` written for the graph (the crop was checked in
+        ``__init__``; their check of it would make the ONNX tracer warn), and tested against them."""
         c, far = self.tta_crop, self.image_size - self.tta_crop
         crops = torch.cat([x[..., :c, :c], x[..., :c, far:], x[..., far:, :c], x[..., far:, far:], center_crop(x, c)])
         if c == self.input_size:

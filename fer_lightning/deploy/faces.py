@@ -106,26 +106,35 @@ def load_image_reduced(path: str | Path, min_side: int | None = None) -> tuple[I
     return upright, Reduction(scale, full[::-1] if turned else full)
 
 
-def _draft(image: Image.Image, min_side: int) -> float:
-    """Ask the JPEG decoder for a reduced scale; the scale it took (1: none)."""
-    w, h = image.size
+def _reduced_size(size: tuple[int, int], min_side: int) -> tuple[int, int] | None:
+    """The size to ask the JPEG decoder for: ``size`` scaled so its longer side is ``min_side``; None when that is
+    more than half of it (no reduced scale would keep it)."""
+    w, h = size
     ratio = min_side / max(w, h)
     if ratio > 0.5:
+        return None
+    return max(1, math.ceil(w * ratio)), max(1, math.ceil(h * ratio))
+
+
+def _draft(image: Image.Image, min_side: int) -> float:
+    """Ask the JPEG decoder for a reduced scale; the scale it took (1: none)."""
+    wanted = _reduced_size(image.size, min_side)
+    if wanted is None:
         return 1
-    drafted = image.draft(image.mode, (max(1, math.ceil(w * ratio)), max(1, math.ceil(h * ratio))))
+    w = image.size[0]
+    drafted = image.draft(image.mode, wanted)
     if drafted is None:  # a JPEG Pillow cannot draft (several tiles): decoded at full size
         return 1
     return w / drafted[1][2]  # the box of the full image in decoded pixels: (0, 0, w / scale, h / scale)
 
 
 def _jpeg_scale(size: tuple[int, int], min_side: int | None) -> int:
-    """The reduced scale (1, 2, 4 or 8) Pillow's ``draft`` takes for ``min_side`` on a JPEG of ``size``: the
-    largest that keeps both sides at least ``min_side * side / longer side`` (1: none)."""
-    w, h = size
-    ratio = min_side / max(w, h) if min_side else 1.0
-    if ratio > 0.5:
+    """The reduced scale (1, 2, 4 or 8) Pillow's ``draft`` takes when asked for ``_reduced_size``: the largest
+    that keeps both sides at least that size (1: none)."""
+    wanted = _reduced_size(size, min_side) if min_side else None
+    if wanted is None:
         return 1
-    fits = min(w // max(1, math.ceil(w * ratio)), h // max(1, math.ceil(h * ratio)))
+    fits = min(size[0] // wanted[0], size[1] // wanted[1])
     return next(s for s in (8, 4, 2, 1) if fits >= s)
 
 
