@@ -25,7 +25,13 @@ from tests.conftest import ROOT, TINY_DATA
 pytestmark = pytest.mark.slow  # trains or benchmarks: tens of seconds
 
 TEST_SIZE = 112
-RUN_ARGS = [*TINY_DATA, "trainer.max_epochs=1", "callbacks.progress_bar=null", "++trainer.enable_progress_bar=false"]
+RUN_ARGS = [
+    *TINY_DATA,
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar=null",
+    "++trainer.enable_progress_bar=false",
+    "module.self_distillation=0.5",  # each rank must record the faces every rank trained on
+]
 # Files a run leaves besides Hydra's own (.hydra/, one <job>.log per process).
 EXPECTED = {
     "config.yaml",
@@ -112,6 +118,16 @@ def test_ddp_logged_metrics_are_synced_across_ranks(runs):
     p_true = predictions[[f"p_{name}" for name in EMOTIONS]].to_numpy()[range(TEST_SIZE), predictions["true"]]
     cross_entropy = -sum(math.log(p) for p in p_true) / TEST_SIZE
     assert logged["test/loss"] == pytest.approx(cross_entropy, abs=1e-4), "self.log(sync_dist=True) means all 112"
+
+
+def test_ddp_self_distillation_records_every_ranks_faces(runs):
+    """Each rank trains on its own shard, and the shards change every epoch, so each rank keeps the predictions
+    of all ranks: 2 ranks x 3 full batches of 64 (of 224 faces each) = 384 of the 448 training faces."""
+    for name, recorded in (("ddp", 384), ("single", 448)):
+        probs = torch.load(runs[name] / "checkpoints" / "last.ckpt", weights_only=True)["self_distillation_probs"]
+        seen = probs.sum(-1) > 0
+        assert int(seen.sum()) == recorded, name
+        assert torch.allclose(probs[seen].sum(-1), torch.ones(recorded)), name
 
 
 def test_bf16_mixed_trains_on_cpu(make_cfg):

@@ -37,6 +37,13 @@ class FERClassifier(L.LightningModule):
     ``scheduler`` is ``{builder: <partial scheduler config>, interval: epoch|step, monitor: ...}``;
     step-interval builders get ``total_steps``. ``class_weights`` is a list or ``"balanced"``
     (inverse class frequency of the training split, for the 436-image disgust class).
+
+    ``self_distillation`` is PS-KD's final weight (progressive self-knowledge distillation, Kim et al., ICCV
+    2021): at epoch t the target of a face is ``(1 - a) one-hot + a p``, where p is what the network itself
+    predicted for that face in the epoch before and ``a = self_distillation * t / max_epochs``. FER-2013's
+    labels are noisy, and late in training the network starts to learn the wrong ones by heart; its own
+    earlier predictions soften exactly the labels it finds implausible, where label smoothing softens all
+    of them alike. It costs no extra forward pass: the predictions are the training step's own.
     """
 
     def __init__(
@@ -52,8 +59,13 @@ class FERClassifier(L.LightningModule):
         compile: bool = False,
         class_names: Sequence[str] = EMOTIONS,
         input_size: int | None = None,
+        self_distillation: float = 0.0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= self_distillation <= 1.0:
+            raise ValueError(f"module.self_distillation is a weight in [0, 1], got {self_distillation}")
+        if self_distillation and (mixup_alpha or cutmix_alpha):
+            raise ValueError("module.self_distillation cannot be combined with mixup or cutmix (mixed faces)")
         self.save_hyperparameters(
             {
                 "net": _with_classes(_plain(net), len(class_names)),
@@ -68,6 +80,7 @@ class FERClassifier(L.LightningModule):
                 "class_names": list(class_names),
                 # The side of the images it was trained on (a crop size, else 48), for evaluation and export.
                 "input_size": input_size or IMAGE_SIZE,
+                "self_distillation": self_distillation,
             }
         )
         self.class_names = tuple(class_names)
@@ -79,6 +92,10 @@ class FERClassifier(L.LightningModule):
         self.register_buffer("loss_weights", torch.ones(num_classes))
         self.mix = self._mixer(num_classes, mixup_alpha, cutmix_alpha)
         self.multi_target = False  # FER+ multi_target mode: set from the datamodule in setup
+        # Self-distillation: the last prediction for every training face (zeros until it is first seen).
+        # Not a buffer: it belongs to the training run, not to the model, so it travels in checkpoints
+        # beside the state_dict and never into an exported or deployed model.
+        self.past_probs: torch.Tensor | None = None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_metrics = classification_metrics(num_classes)
         self.test_metrics = classification_metrics(num_classes)
@@ -109,6 +126,15 @@ class FERClassifier(L.LightningModule):
             self.loss_weights.copy_(counts.sum() / (len(counts) * counts))
         elif weights is not None:
             self.loss_weights.copy_(torch.as_tensor(weights, dtype=torch.float32))
+        if self.hparams.self_distillation:
+            if datamodule.label_mode != "majority":
+                raise ValueError(
+                    f"module.self_distillation needs hard labels, but the data gives {datamodule.label_mode!r} targets"
+                )
+            if not self.trainer.max_epochs or self.trainer.max_epochs < 1:
+                raise ValueError("module.self_distillation ramps up over trainer.max_epochs: set it")
+            faces = len(datamodule.splits["train"])
+            self.past_probs = torch.zeros(faces, len(self.class_names), device=self.device)
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -129,8 +155,22 @@ class FERClassifier(L.LightningModule):
         weight = self.loss_weights[labels]
         return (loss * weight).sum() / weight.sum()
 
+    def _self_distilled_targets(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """PS-KD targets from the previous epoch's predictions; records this step's for the next epoch."""
+        self.past_probs = self.past_probs.to(logits.device)  # setup ran before the model reached its device
+        index = index.to(logits.device)
+        one_hot = F.one_hot(labels, len(self.class_names)).float()
+        past = self.past_probs[index]
+        past = torch.where(past.sum(-1, keepdim=True) > 0, past, one_hot)  # never predicted yet: the label
+        probs = logits.detach().float().softmax(-1)
+        if self.trainer.world_size > 1:  # every rank keeps every face's prediction: shards change per epoch
+            index, probs = self.all_gather(index).flatten(), self.all_gather(probs).flatten(0, 1)
+        self.past_probs[index] = probs
+        weight = self.hparams.self_distillation * self.current_epoch / self.trainer.max_epochs
+        return (1 - weight) * one_hot + weight * past
+
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        images, labels, _, *soft = batch  # soft: FER+ vote-distribution targets (N, C), else class indices
+        images, labels, index, *soft = batch  # soft: FER+ vote-distribution targets (N, C), else class indices
         targets = soft[0] if soft else labels
         if self.mix is not None and soft:
             # Mix the soft targets with the images' own mixing weights: one-hot sample indices in, weights out.
@@ -141,6 +181,8 @@ class FERClassifier(L.LightningModule):
         elif self.mix is not None:
             images, targets = self.mix(images, labels)
         logits = self(images)
+        if self.past_probs is not None:
+            targets = self._self_distilled_targets(logits, labels, index)
         if soft and self.multi_target:
             loss = self._multi_target_loss(logits, targets, labels)
         else:
@@ -148,6 +190,21 @@ class FERClassifier(L.LightningModule):
         self.train_acc.update(logits, labels)
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.past_probs is not None:
+            checkpoint["self_distillation_probs"] = self.past_probs.cpu()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("self_distillation_probs")
+        if saved is None or self.past_probs is None:  # not resuming a self-distilled run's training
+            return
+        if saved.shape != self.past_probs.shape:
+            raise ValueError(
+                f"the checkpoint holds self-distillation predictions for {tuple(saved.shape)} faces x classes, "
+                f"but the training data has {tuple(self.past_probs.shape)}: resume on the data it was trained on"
+            )
+        self.past_probs.copy_(saved)
 
     def on_train_epoch_end(self) -> None:
         # Logged once here: a Metric passed to self.log at every step is moved to the value's device (a
