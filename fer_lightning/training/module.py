@@ -42,7 +42,7 @@ class FERClassifier(L.LightningModule):
     2021): at epoch t the target of a face is ``(1 - a) one-hot + a p``, where p is what the network itself
     predicted for that face in the epoch before and ``a = self_distillation * t / max_epochs``. FER-2013's
     labels are noisy, and late in training the network starts to learn the wrong ones by heart; its own
-    earlier predictions soften exactly the labels it finds implausible, where label smoothing softens all
+    earlier predictions soften most the labels it finds implausible, where label smoothing softens all
     of them alike. It costs no extra forward pass: the predictions are the training step's own.
     """
 
@@ -136,6 +136,11 @@ class FERClassifier(L.LightningModule):
             faces = len(datamodule.splits["train"])
             self.past_probs = torch.zeros(faces, len(self.class_names), device=self.device)
 
+    def on_fit_start(self) -> None:
+        # setup ran before the strategy moved the model to its device; the batches (and their indices) are there.
+        if self.past_probs is not None:
+            self.past_probs = self.past_probs.to(self.device)
+
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits for pixel values 0..255 shaped (N, 1, H, W)."""
@@ -157,8 +162,6 @@ class FERClassifier(L.LightningModule):
 
     def _self_distilled_targets(self, logits: torch.Tensor, labels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """PS-KD targets from the previous epoch's predictions; records this step's for the next epoch."""
-        self.past_probs = self.past_probs.to(logits.device)  # setup ran before the model reached its device
-        index = index.to(logits.device)
         one_hot = F.one_hot(labels, len(self.class_names)).float()
         past = self.past_probs[index]
         past = torch.where(past.sum(-1, keepdim=True) > 0, past, one_hot)  # never predicted yet: the label
