@@ -31,6 +31,8 @@ RUN_ARGS = [
     "callbacks.progress_bar=null",
     "++trainer.enable_progress_bar=false",
     "module.self_distillation=0.5",  # each rank must record the faces every rank trained on
+    "optimizer=sam",  # switched on mid-run: every rank must take its second backward pass from the same step
+    "optimizer.start=0.5",
 ]
 # Files a run leaves besides Hydra's own (.hydra/, one <job>.log per process).
 EXPECTED = {
@@ -128,6 +130,14 @@ def test_ddp_self_distillation_records_every_ranks_faces(runs):
         seen = probs.sum(-1) > 0
         assert int(seen.sum()) == recorded, name
         assert torch.allclose(probs[seen].sum(-1), torch.ones(recorded)), name
+
+
+def test_ddp_sam_switches_on_at_the_same_step_on_every_rank(runs):
+    """Halfway through the steps: 2 of each rank's 3, 4 of the single run's 7. Ranks that disagreed would wait
+    on each other's gradient all-reduce until the run timed out."""
+    for name, step in (("ddp", 2), ("single", 4)):
+        logs = "".join(p.read_text() for p in runs[name].glob("*.log"))
+        assert f"SAM takes over at step {step} (epoch 0)" in logs, name
 
 
 def test_bf16_mixed_trains_on_cpu(make_cfg):

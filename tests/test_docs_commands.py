@@ -38,6 +38,7 @@ CONTEXTS = [
     ["data=fer2013"],
     ["model=compact"],
     ["data=ferplus"],
+    ["optimizer=sam"],
     ["hparams_search=optuna"],
     ["logger=many"],
     ["hydra/launcher=submitit_slurm"],

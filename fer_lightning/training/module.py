@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,6 +17,10 @@ from torchvision.transforms import v2
 
 from fer_lightning.evaluation.metrics import classification_metrics, flatten_metrics
 from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
+from fer_lightning.training.sam import SAM
+from fer_lightning.training.schedules import training_progress
+
+log = logging.getLogger("fer_lightning.training")
 
 
 def _plain(config: Any) -> Any:
@@ -171,6 +176,14 @@ class FERClassifier(L.LightningModule):
         self.past_probs[index] = probs
         weight = self.hparams.self_distillation * self.current_epoch / self.trainer.max_epochs
         return (1 - weight) * one_hot + weight * past
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        optimizer = self.optimizers(use_pl_optimizer=False)
+        if isinstance(optimizer, SAM) and optimizer.start > 0 and not optimizer.active:
+            # Rank 0's clock decides: under DDP every rank must take the same number of backward passes.
+            optimizer.active = self.trainer.strategy.broadcast(training_progress(self.trainer) >= optimizer.start)
+            if optimizer.active:
+                log.info("SAM takes over at step %d (epoch %d)", self.global_step, self.current_epoch)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, index, *soft = batch  # soft: FER+ vote-distribution targets (N, C), else class indices

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import time
 
+import lightning as L
+from lightning.pytorch.callbacks import Timer
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -53,3 +55,18 @@ def wall_clock_cosine(
         return shape(min(10_000, int(progress * 10_000)))
 
     return LambdaLR(optimizer, factor)
+
+
+def training_progress(trainer: L.Trainer) -> float:
+    """How far training has gone, 0..1: the larger of the steps done and, under ``max_time``, the time used.
+
+    The same two clocks ``wall_clock_cosine`` follows, so a switch at a fraction of training (SAM's
+    ``start``) lands at the same point of its LR schedule on a fast machine and on a slow one.
+    """
+    progress = trainer.global_step / max(1, trainer.estimated_stepping_batches)
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    remaining = timer.time_remaining("train") if timer is not None else None
+    if remaining is not None:
+        elapsed = timer.time_elapsed("train")
+        progress = max(progress, elapsed / max(1e-9, elapsed + remaining))
+    return min(1.0, progress)
