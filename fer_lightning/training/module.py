@@ -179,7 +179,7 @@ class FERClassifier(L.LightningModule):
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         optimizer = self.optimizers(use_pl_optimizer=False)
-        if isinstance(optimizer, SAM) and optimizer.start > 0 and not optimizer.active:
+        if isinstance(optimizer, SAM) and not optimizer.active:  # start=0: active from the first step
             # Rank 0's clock decides: under DDP every rank must take the same number of backward passes.
             optimizer.active = self.trainer.strategy.broadcast(training_progress(self.trainer) >= optimizer.start)
             if optimizer.active:

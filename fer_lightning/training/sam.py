@@ -52,21 +52,16 @@ class SAM(Optimizer):
             return self.base_optimizer.step(closure)
         with torch.enable_grad():
             loss = closure()
-        params = [p for group in self.param_groups for p in group["params"] if p.grad is not None]
-        if not params:
+        with_grad = [(p, group["rho"]) for group in self.param_groups for p in group["params"] if p.grad is not None]
+        if not with_grad:
             return loss
-        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
-        moved = []
-        for group in self.param_groups:
-            scale = group["rho"] / (grad_norm + 1e-12)
-            for p in group["params"]:
-                if p.grad is not None:
-                    offset = p.grad * scale
-                    p.add_(offset)
-                    moved.append((p, offset))
+        grad_norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p, _ in with_grad]))
+        offsets = [p.grad * (rho / (grad_norm + 1e-12)) for p, rho in with_grad]
+        for (p, _), offset in zip(with_grad, offsets, strict=True):
+            p.add_(offset)
         with torch.enable_grad():
             closure()
-        for p, offset in moved:
+        for (p, _), offset in zip(with_grad, offsets, strict=True):
             p.sub_(offset)
         self.base_optimizer.step()
         return loss
