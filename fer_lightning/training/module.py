@@ -180,8 +180,11 @@ class FERClassifier(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         optimizer = self.optimizers(use_pl_optimizer=False)
         if isinstance(optimizer, SAM) and not optimizer.active:  # start=0: active from the first step
-            # Rank 0's clock decides: under DDP every rank must take the same number of backward passes.
-            optimizer.active = self.trainer.strategy.broadcast(training_progress(self.trainer) >= optimizer.start)
+            # Under DDP every rank must take the same number of backward passes, so all switch together when the
+            # first rank's clock gets there: an all-reduce of one integer, cheap enough to do at every step.
+            optimizer.active = self.trainer.strategy.reduce_boolean_decision(
+                training_progress(self.trainer) >= optimizer.start, all=False
+            )
             if optimizer.active:
                 log.info("SAM takes over at step %d (epoch %d)", self.global_step, self.current_epoch)
 
