@@ -47,7 +47,8 @@ class WallClockCosine(LambdaLR):
     Not bitwise reproducible: it depends on the clock.
     """
 
-    _SETTINGS = ("total_steps", "budget_seconds", "warmup_fraction", "min_lr_ratio", "seconds_before", "clock_start")
+    # Settings and this process's clock: kept out of the saved state.
+    _NOT_SAVED = ("total_steps", "budget_seconds", "warmup_fraction", "min_lr_ratio", "seconds_before", "clock_start")
 
     def __init__(
         self,
@@ -73,7 +74,7 @@ class WallClockCosine(LambdaLR):
     def state_dict(self) -> dict:
         # LambdaLR's own state (step count, last LRs) plus the time used; the clock itself means nothing elsewhere.
         # The settings stay out, so a resumed run follows the budget and step count its own config gives.
-        state = {k: v for k, v in super().state_dict().items() if k not in self._SETTINGS}
+        state = {k: v for k, v in super().state_dict().items() if k not in self._NOT_SAVED}
         return {**state, "elapsed_seconds": self.elapsed_seconds()}
 
     def load_state_dict(self, state_dict: dict) -> None:
