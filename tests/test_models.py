@@ -14,7 +14,7 @@ from torchvision.models import ResNet18_Weights, ResNet34_Weights
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from fer_lightning.models.cnn3 import CNN3
-from fer_lightning.models.compact import CompactResNet
+from fer_lightning.models.compact import Blur, CompactResNet
 from fer_lightning.models.linear import LogisticRegression
 from fer_lightning.models.resnet import resnet18, resnet34
 from fer_lightning.models.vgg import VGGFace
@@ -83,6 +83,8 @@ MODELS = {
     "resnet34": (lambda: resnet34(), 48, resnet_count(ResNet34_Weights.IMAGENET1K_V1.meta["num_params"])),
     "compact": (lambda: CompactResNet(), 48, compact_count(32, (1, 1, 1))),
     "compact_w16_d21": (lambda: CompactResNet(width=16, depths=(2, 1)), 48, compact_count(16, (2, 1))),
+    # The blur is a fixed filter: no parameters of its own.
+    "compact_antialias": (lambda: CompactResNet(antialias=True), 48, compact_count(32, (1, 1, 1))),
 }
 
 # Literal values of the expectations above, pinned so that a wrong helper cannot hide a wrong model.
@@ -167,3 +169,21 @@ def test_constructor_arguments_are_honoured():
     assert CompactResNet(dropout=0.4).head[2].p == 0.4
     with pytest.raises(ValueError):
         CompactResNet(depths=(1, 0, 1))
+
+
+def test_blur_keeps_flat_regions_and_removes_the_finest_pattern():
+    """A low-pass filter: a constant image passes unchanged (edges included, thanks to the reflection
+    padding), and a one-pixel checkerboard, the pattern a stride-2 layer aliases worst, flattens to its mean."""
+    flat = torch.full((1, 2, 6, 6), 3.0)
+    assert torch.allclose(Blur(2)(flat), flat)
+    checkerboard = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    blurred = Blur(1)(checkerboard.float().expand(1, 1, 8, 8))
+    assert torch.allclose(blurred[..., 1:-1, 1:-1], torch.full((1, 1, 6, 6), 0.5))
+
+
+def test_antialias_is_off_by_default_so_earlier_checkpoints_keep_loading():
+    plain, blurred = CompactResNet(), CompactResNet(antialias=True)
+    assert not any(isinstance(m, Blur) for m in plain.modules())
+    assert sum(isinstance(m, Blur) for m in blurred.modules()) == 4  # the stem's stride-2 conv and 3 stages
+    assert set(plain.state_dict()) != set(blurred.state_dict())  # the layers after each blur move by one
+    assert not any("kernel" in name for name in blurred.state_dict())  # the filter is rebuilt, not saved

@@ -141,6 +141,13 @@ def test_resume_from_last_checkpoint_continues(make_cfg, tmp_path):
     assert (tmp_path / "r" / "metrics.csv").is_file(), "the first run's history is kept"
 
 
+def test_last_checkpoint_follows_every_epoch_when_validation_skips_some(make_cfg, tmp_path):
+    """Validating every second epoch must not leave last.ckpt an epoch behind: resuming needs the latest one."""
+    train(make_cfg("debug=limit", "test=false", "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", run="r"))
+    assert torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
+    assert pd.read_csv(tmp_path / "r" / "metrics.csv")["val/acc"].notna().sum() == 1, "validated after epoch 1 only"
+
+
 def test_compiled_model_trains_and_saves_plain_weights(make_cfg, tmp_path):
     """module.compile=true (torch.compile, inductor on the CPU here) trains, and its checkpoint holds the
     plain model's keys, so it loads into an uncompiled model for evaluation and export."""
