@@ -57,8 +57,11 @@ def vgg_count(image_size: int) -> int:
     return total + linear(flat, 4096) + linear(4096, 4096) + linear(4096, NUM_CLASSES)
 
 
-def compact_count(width: int, depths: tuple[int, ...]) -> int:
-    total = conv(1, width // 2) + bn(width // 2) + conv(width // 2, width) + bn(width)
+def compact_count(width: int, depths: tuple[int, ...], stem: str = "conv") -> int:
+    if stem == "conv":
+        total = conv(1, width // 2) + bn(width // 2) + conv(width // 2, width) + bn(width)
+    else:  # space_to_depth: one 3x3 conv over the 4 pixels of each 2x2 block
+        total = conv(4, width) + bn(width)
     cin = width
     for index, depth in enumerate(depths):
         cout = width * 2 ** (index + 1)
@@ -85,6 +88,11 @@ MODELS = {
     "compact_w16_d21": (lambda: CompactResNet(width=16, depths=(2, 1)), 48, compact_count(16, (2, 1))),
     # The blur is a fixed filter: no parameters of its own.
     "compact_antialias": (lambda: CompactResNet(antialias=True), 48, compact_count(32, (1, 1, 1))),
+    "compact_space_to_depth": (
+        lambda: CompactResNet(stem="space_to_depth", antialias=True),
+        48,
+        compact_count(32, (1, 1, 1), stem="space_to_depth"),
+    ),
 }
 
 # Literal values of the expectations above, pinned so that a wrong helper cannot hide a wrong model.
@@ -97,6 +105,7 @@ PINNED_COUNTS = {
     "resnet18": 11_171_271,  # 11,689,512 - 9,408 + 576 - 513,000 + 3,591
     "resnet34": 21_279_431,  # 21,797,672, same corrections
     "compact": 1_213_559,
+    "compact_space_to_depth": 1_209_927,  # compact - (144 + 32) - (4,608 + 64) + (1,152 + 64)
 }
 
 
@@ -187,3 +196,16 @@ def test_antialias_is_off_by_default_so_earlier_checkpoints_keep_loading():
     assert sum(isinstance(m, Blur) for m in blurred.modules()) == 4  # the stem's stride-2 conv and 3 stages
     assert set(plain.state_dict()) != set(blurred.state_dict())  # the layers after each blur move by one
     assert not any("kernel" in name for name in blurred.state_dict())  # the filter is rebuilt, not saved
+
+
+def test_space_to_depth_stem_sees_every_pixel_once_at_half_resolution():
+    """The stem's first layer is a lossless reshape: each 2x2 block of the face becomes 4 channels of one
+    pixel at 24 px, so changing one input pixel changes the stem's conv input at exactly one place."""
+    stem = CompactResNet(stem="space_to_depth").stem
+    face = torch.rand(1, 1, 48, 48)
+    blocks = stem[0](face)
+    assert blocks.shape == (1, 4, 24, 24)
+    assert torch.equal(blocks[0, :, 5, 7], face[0, 0, 10:12, 14:16].flatten())
+    assert not any(isinstance(m, Blur) for m in stem.modules())  # nothing is subsampled, so nothing to blur
+    with pytest.raises(ValueError, match="stem must be 'conv' or 'space_to_depth'"):
+        CompactResNet(stem="patchify")

@@ -40,7 +40,7 @@ from fer_lightning.bench.data import loader_rows
 from fer_lightning.bench.deploy import deploy_rows
 from fer_lightning.bench.detectors import carry_section, detector_rows
 from fer_lightning.bench.system import dataset_load_rows, peak_rss_rows
-from fer_lightning.bench.train import epoch_time_rows, framework_rows
+from fer_lightning.bench.train import epoch_time_rows, framework_rows, stem_rows
 from fer_lightning.data.synthetic import generate_faces
 from fer_lightning.resolvers import best_precision
 
@@ -112,6 +112,7 @@ def collect_rows(sizes: Sizes, workdir: Path, fer2013_dir: str | None = None) ->
             "Lightning vs plain loop",
             partial(framework_rows, head(faces, sizes.train_images), sizes.train_epochs, workdir / "framework"),
         ),
+        ("compact stems", partial(stem_rows, head(faces, sizes.train_images), sizes.train_epochs, workdir / "stems")),
         *(
             (
                 f"epoch time {model} ({accelerator})",
