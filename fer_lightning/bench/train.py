@@ -25,6 +25,7 @@ from fer_lightning.bench.common import (
     quiet_trainer,
 )
 from fer_lightning.data.splits import SplitArrays
+from fer_lightning.resolvers import best_precision
 from fer_lightning.train import build
 
 MAX_LOSS = 0.10  # the issue's goal: the framework costs at most 10% of a plain loop's throughput
@@ -121,13 +122,12 @@ def stem_rows(faces: SplitArrays, epochs: int, workdir: Path) -> list[Row]:
     """cpu_speedrun's training images/s with ``model.stem=space_to_depth`` against the anti-aliased conv stem.
 
     Both are trained by :class:`PlainLoop` (the framework's cost is the same for both), epochs taking
-    turns so that both see the same machine; the first epoch of each is warm-up. In the trainer's default
+    turns so that both see the same machine; the first epoch of each is warm-up. In the CPU's default
     precision and, where that is bf16 (CPUs with AMX), in fp32 too: the gain differs between the two.
     """
     recipe = [*quiet_trainer(), "experiment=cpu_speedrun", "model.antialias=true"]
-    default = compose_train_config(recipe, workdir / "default").trainer.precision
     rows = []
-    for precision in dict.fromkeys([default, "32-true"]):
+    for precision in dict.fromkeys([best_precision("cpu"), "32-true"]):  # PlainLoop trains on the CPU
         loops = {
             stem: PlainLoop(
                 faces,

@@ -64,9 +64,8 @@ def _stem(in_channels: int, width: int, kind: str, antialias: bool) -> nn.Sequen
     ``"conv"``: a 3x3 conv at full resolution, then a stride-2 one. ``"space_to_depth"``: each 2x2 block
     of pixels becomes 4 channels of a 24 px map (a lossless reshape, as in TResNet's stem, Ridnik et al.
     2021), then one 3x3 conv, together a stride-2 6x6 conv. At 48 px the layers are narrow, and on a CPU
-    narrow layers are slow per operation (the BatchNorm backward above all): without the full-resolution
-    conv, its BatchNorm and its blur, a training step runs 1.34 times as fast in fp32 and 1.48 times in bf16
-    (``make bench``).
+    narrow layers do little arithmetic per byte they move: without the full-resolution conv, its BatchNorm
+    and its blur, a training step runs 1.34 times as fast in fp32 and 1.48 times in bf16 (``make bench``).
     """
     if kind == "space_to_depth":
         return nn.Sequential(nn.PixelUnshuffle(2), _conv_bn_relu(in_channels * 4, width, stride=1))
