@@ -102,7 +102,6 @@ def collect_rows(sizes: Sizes, workdir: Path, fer2013_dir: str | None = None) ->
     log.info("drawing %d synthetic faces", pool)
     faces = generate_faces(pool, seed=12345)
     models = sizes.models or tuple(model_configs())
-    epoch_faces = head(faces, sizes.epoch_images)
     steps: list[tuple[str, Callable[[], list[Row]]]] = [
         (
             "augmented batches/s",
@@ -119,7 +118,8 @@ def collect_rows(sizes: Sizes, workdir: Path, fer2013_dir: str | None = None) ->
                 partial(
                     epoch_time_rows,
                     model,
-                    epoch_faces,
+                    faces,
+                    sizes.epoch_images,
                     accelerator,
                     sizes.epoch_min_batches,
                     sizes.epoch_min_seconds,

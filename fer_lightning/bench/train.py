@@ -160,6 +160,7 @@ def stem_rows(faces: SplitArrays, epochs: int, workdir: Path) -> list[Row]:
 def epoch_time_rows(
     model: str,
     faces: SplitArrays,
+    train_images: int,
     accelerator: str,
     min_batches: int,
     min_seconds: float,
@@ -167,7 +168,11 @@ def epoch_time_rows(
     eval_batch: int,
     workdir: Path,
 ) -> list[Row]:
-    """One model config's steady-state train and val batch times, scaled to a FER-2013 epoch."""
+    """One model config's steady-state train and val batch times, scaled to a FER-2013 epoch.
+
+    ``faces`` is the whole drawn pool: the GPU's validation batch (512) can ask for more faces than the
+    ``train_images`` that training takes from it.
+    """
     overrides = [
         *quiet_trainer(val_batches=val_batches + 1),
         f"model={model}",
@@ -179,7 +184,7 @@ def epoch_time_rows(
     cfg = compose_train_config(overrides, workdir / f"{model}-{accelerator}")
     datamodule, module, trainer = build(cfg)
     val = head(faces, (val_batches + 1) * eval_batch)
-    datamodule.source = FixedSource({"Training": faces, "PublicTest": val, "PrivateTest": val})
+    datamodule.source = FixedSource({"Training": head(faces, train_images), "PublicTest": val, "PrivateTest": val})
     clock = BatchClock(min_batches, min_seconds, synchronize=accelerator == "gpu")
     trainer.callbacks.append(clock)
     trainer.fit(module, datamodule=datamodule)
