@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -109,3 +111,19 @@ def test_augmented_grid_png_has_a_row_per_class(tmp_path):
     path = save_augmented_grid(dm, tmp_path / "grid.png", per_class=4)
     width, height = Image.open(path).size
     assert height > width > 0, "7 rows of 4 samples"
+
+
+def test_train_side_shrinks_training_batches_only():
+    dm = FERDataModule(FixedSource({"Training": make_split(64), "PublicTest": make_split(16, 1)}), batch_size=32)
+    dm.setup("fit")
+    batch, val_batch = next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
+    dm.trainer = SimpleNamespace(training=True, global_step=0, global_rank=0)
+    dm.train_side = 32
+    images, _, _ = dm.on_after_batch_transfer(batch, 0)
+    assert images.shape == (32, 1, 32, 32)
+    # Only the size changes: a flat face keeps its pixel value.
+    flat = (torch.full_like(batch[0], 90), *batch[1:])
+    assert torch.allclose(dm.on_after_batch_transfer(flat, 0)[0], torch.tensor(90.0))
+    dm.trainer.training = False
+    images, _, _ = dm.on_after_batch_transfer(val_batch, 0)
+    assert images.shape[-2:] == (48, 48), "validation sees full-size faces"

@@ -8,6 +8,7 @@ from typing import Protocol
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from fer_lightning.data.augment import BatchAugment, center_crop
@@ -55,6 +56,10 @@ class FERDataModule(L.LightningDataModule):
     Each split name option lists candidates, first present wins: CSV copies have
     Training/PublicTest/PrivateTest, image folders train/test. A missing validation split is carved
     from train (``val_fraction``, stratified, seeded); a missing test split only disables testing.
+
+    ``train_side``, when set below the training images' side, shrinks every augmented training batch to it
+    (the :class:`~fer_lightning.training.callbacks.ProgressiveResizing` callback sets it per epoch);
+    validation and testing always see full-size faces.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class FERDataModule(L.LightningDataModule):
         self.val_fraction, self.normalize, self.seed = val_fraction, normalize, seed
         self.augment = augment or BatchAugment()
         self.on_device = on_device
+        self.train_side: int | None = None
         # A source with its own label set (FER+: 8 classes) says so; the module and every report follow it.
         self.class_names: tuple[str, ...] = tuple(source.class_names)
         self.splits: dict[str, SplitArrays] = {}
@@ -175,6 +181,8 @@ class FERDataModule(L.LightningDataModule):
         if self.trainer is not None and self.trainer.training:
             generator = self._batch_generator(images.device, index)
             images = self.augment(images, generator)
+            if self.train_side is not None and self.train_side < images.shape[-1]:
+                images = F.interpolate(images, size=self.train_side, mode="bilinear", antialias=True)
             if targets and self.label_mode == "probability":
                 # FER+ "probability" mode: a one-hot target drawn from the vote distribution at every step.
                 drawn = torch.multinomial(targets[0], 1, generator=generator)
