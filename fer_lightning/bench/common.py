@@ -147,5 +147,27 @@ class BatchClock(L.Callback):
         return (stamps[-1] - stamps[0]) / (len(stamps) - 1), len(stamps) - 1
 
 
+def interleaved_rates(epoch_fns: dict[str, Callable[[int], int]], rounds: int, min_seconds: float) -> dict[str, float]:
+    """Median items/s of each pipeline over ``rounds`` rounds in which the pipelines take turns.
+
+    An epoch function trains or loads one epoch and returns what it counts (batches, images). Each gets
+    one untimed warm-up epoch (page cache, worker imports, allocator); then every round times whole epochs
+    of each, for at least ``min_seconds`` per pipeline. Taking turns puts a slow spell of a shared machine
+    on both sides, where timing one pipeline after the other put it on one side only.
+    """
+    for epoch_fn in epoch_fns.values():
+        epoch_fn(0)
+    rates: dict[str, list[float]] = {name: [] for name in epoch_fns}
+    epoch = 0
+    for _ in range(rounds):
+        for name, epoch_fn in epoch_fns.items():
+            start, items = time.perf_counter(), 0
+            while not items or time.perf_counter() - start < min_seconds:
+                epoch += 1
+                items += epoch_fn(epoch)
+            rates[name].append(items / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from fer_lightning.bench.common import FixedSource, Row, compose_train_config, quiet_trainer
+from fer_lightning.bench.common import FixedSource, Row, compose_train_config, interleaved_rates, quiet_trainer
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.data.splits import SplitArrays
 from fer_lightning.labels import EMOTIONS
@@ -31,27 +29,6 @@ def write_image_folder(split: SplitArrays, root: Path) -> Path:
     for i, (image, label) in enumerate(zip(split.images.numpy(), split.labels.tolist())):
         Image.fromarray(image).save(train / EMOTIONS[label] / f"{i:05d}.png")
     return train
-
-
-def interleaved_rates(epoch_fns: dict[str, Callable[[int], int]], rounds: int, min_seconds: float) -> dict[str, float]:
-    """Median batches/s of each pipeline over ``rounds`` rounds in which the pipelines take turns.
-
-    Each gets one untimed warm-up epoch (page cache, worker imports, allocator); then every round times
-    whole epochs of each, for at least ``min_seconds`` per pipeline. Taking turns puts a slow spell of a
-    shared machine on both sides, where timing one pipeline after the other put it on one side only.
-    """
-    for epoch_fn in epoch_fns.values():
-        epoch_fn(0)
-    rates: dict[str, list[float]] = {name: [] for name in epoch_fns}
-    epoch = 0
-    for _ in range(rounds):
-        for name, epoch_fn in epoch_fns.items():
-            start, batches = time.perf_counter(), 0
-            while not batches or time.perf_counter() - start < min_seconds:
-                epoch += 1
-                batches += epoch_fn(epoch)
-            rates[name].append(batches / (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def datamodule_epochs(split: SplitArrays, workdir: Path) -> Callable[[int], int]:
