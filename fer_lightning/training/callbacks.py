@@ -106,11 +106,12 @@ class ProgressiveResizing(L.Callback):
                 f"(FERDataModule), got {type(trainer.datamodule).__name__}"
             )
         # A network with a dense layer on the flattened map (cnn3, vgg, logreg) takes one size only: say so
-        # now rather than with a matrix shape error at the first step.
+        # now rather than with a matrix shape error at the first step. Eager, so that a compiled network is
+        # not compiled once more for this probe's shape.
         was_training = pl_module.training
         pl_module.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), torch.compiler.set_stance("force_eager"):
                 pl_module(torch.zeros(2, 1, self.min_side, self.min_side, device=pl_module.device))
         except RuntimeError as error:
             raise ValueError(
