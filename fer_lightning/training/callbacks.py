@@ -10,7 +10,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 
 from fer_lightning.evaluation.report import table_markdown, write_report
 from fer_lightning.training.schedules import training_progress
@@ -27,16 +27,28 @@ def gather_concat(tensor: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def tested_epoch(trainer: L.Trainer, ckpt: str | None) -> int | None:
-    """The epoch whose weights are tested, counted as in the checkpoint names (``epoch_001.ckpt``: 1).
+def tested_weights(trainer: L.Trainer, ckpt: str | None) -> dict[str, Any]:
+    """Which weights a test scored, for metrics.json: the checkpoint, its epoch and whether they are averaged.
 
-    After ``fit``, ``trainer.current_epoch`` is the number of epochs run, one past the last epoch's index, and
-    testing a checkpoint does not change it: the epoch is read from the checkpoint itself (memory-mapped).
+    The epoch is counted as in the checkpoint names (``epoch_001.ckpt``: 1). After ``fit``,
+    ``trainer.current_epoch`` is the number of epochs run, one past the last epoch's index, and testing a
+    checkpoint does not change it: the epoch is read from the checkpoint itself (memory-mapped). A checkpoint
+    saved under a weight-averaging callback holds the average as its ``state_dict`` (the live weights sit
+    beside it); without a checkpoint, the module holds the average when such a callback copied it in at the
+    end of training.
     """
     if ckpt:
-        epoch = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True).get("epoch")
-        return int(epoch) if epoch is not None else None
-    return trainer.current_epoch - 1 if trainer.current_epoch > 0 else None
+        checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)
+        epoch = checkpoint.get("epoch")
+        averaged = "averaging_state" in checkpoint
+    else:
+        epoch = trainer.current_epoch - 1 if trainer.current_epoch > 0 else None
+        averaged = any(isinstance(c, WeightAveraging) for c in trainer.callbacks)
+    return {
+        "ckpt_path": str(ckpt) if ckpt else None,
+        "epoch": int(epoch) if epoch is not None else None,
+        "averaged_weights": averaged,
+    }
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -233,6 +245,6 @@ class TestReport(L.Callback):
             probs[order],
             index[order],
             pl_module.class_names,
-            extra={"ckpt_path": str(ckpt) if ckpt else None, "epoch": tested_epoch(trainer, ckpt)},
+            extra=tested_weights(trainer, ckpt),
         )
         log.info("test report written to %s\n%s", self.output_dir, table_markdown(self.table))
