@@ -4,9 +4,9 @@ Lightning's ``WeightAveraging`` callbacks (``EMAWeightAveraging``) save the aver
 ``state_dict`` and the live ones as ``current_model_state``. Their ``on_load_checkpoint`` puts the live weights
 back into the module, which resuming a fit needs. But the averaged model built for ``fit`` outlives it, so the
 same hook also ran for ``trainer.test(ckpt_path=best)`` in the process that trained, and the run recorded the
-test score of the live weights at that epoch: a figure that belongs to no saved file (issue 40: 66.04% recorded
-where ``evaluate`` on the same checkpoint gives 69.30%). Outside ``fit`` these callbacks now stand aside: the
-module keeps the checkpoint's ``state_dict``, which is what ``evaluate``, the export and deployment use.
+test score of the live weights at that epoch: a figure that belongs to no saved file (issue 40).
+Outside ``fit`` these callbacks now stand aside: the module keeps the checkpoint's ``state_dict``,
+which is what ``evaluate``, the export and deployment use.
 
 Use it in place of Lightning's (``conf/callbacks/ema.yaml``)::
 
@@ -23,7 +23,6 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging as LightningEMA
 from lightning.pytorch.callbacks import WeightAveraging
-from lightning.pytorch.trainer.states import TrainerFn
 
 
 class FitOnlyAveraging(WeightAveraging):
@@ -38,7 +37,7 @@ class FitOnlyAveraging(WeightAveraging):
         super().setup(trainer, pl_module, stage)
 
     def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        if trainer.state.fn == TrainerFn.FITTING:  # resuming: restore the averaged model and the live weights
+        if self._average_model is not None:  # fitting (see setup): restore the averaged model and the live weights
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
