@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import MixedPrecision, Precision
 from omegaconf import DictConfig, OmegaConf
 
 from fer_lightning import resolvers
@@ -51,6 +54,23 @@ def build(cfg: DictConfig) -> tuple[FERDataModule, FERClassifier, L.Trainer]:
     return datamodule, module, trainer
 
 
+@contextmanager
+def scored_in_fp32(trainer: L.Trainer) -> Iterator[None]:
+    """Test without mixed-precision autocast, as ``evaluate`` and the exported models score a checkpoint.
+
+    Under bf16 autocast (the default on AMX CPUs and bf16 GPUs) probabilities move in the third or fourth decimal
+    and faces near a decision boundary change class: the recorded figure would then belong to no way of running
+    the file. Runs whose weights are themselves in low precision (``bf16-true``) keep their plugin.
+    """
+    plugin = trainer.strategy.precision_plugin
+    if isinstance(plugin, MixedPrecision):
+        trainer.strategy.precision_plugin = Precision()
+    try:
+        yield
+    finally:
+        trainer.strategy.precision_plugin = plugin
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, then test the best checkpoint; returns every metric logged (val and test)."""
     output_dir = Path(cfg.paths.output_dir)
@@ -73,7 +93,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         best = checkpoint.best_model_path if checkpoint else ""
         if not best:
             log.warning("no best checkpoint was saved: testing the weights as they are now")
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        with scored_in_fp32(trainer):
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
     elif cfg.get("test"):
         log.warning("testing skipped: the data has no test split (see the warning above)")

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
+from torch.optim.swa_utils import update_bn
 
 from fer_lightning.evaluation.report import table_markdown, write_report
 from fer_lightning.training.schedules import training_progress
@@ -28,7 +29,8 @@ def gather_concat(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def tested_weights(trainer: L.Trainer, ckpt: str | None) -> dict[str, Any]:
-    """Which weights a test scored, for metrics.json: the checkpoint, its epoch and whether they are averaged.
+    """Which weights a test scored, for metrics.json: the checkpoint, its epoch, whether they are averaged, and
+    the precision it ran in.
 
     The epoch is counted as in the checkpoint names (``epoch_001.ckpt``: 1). After ``fit``,
     ``trainer.current_epoch`` is the number of epochs run, one past the last epoch's index, and testing a
@@ -48,6 +50,7 @@ def tested_weights(trainer: L.Trainer, ckpt: str | None) -> dict[str, Any]:
         "ckpt_path": str(ckpt) if ckpt else None,
         "epoch": int(epoch) if epoch is not None else None,
         "averaged_weights": averaged,
+        "precision": trainer.precision,
     }
 
 
@@ -91,10 +94,35 @@ class ProgressiveResizing(L.Callback):
     resolution discrepancy", 2019). The multiple of 8 keeps each step of the ramp worth taking: the compact
     network halves the map four times, and 44 px, say, still ends at the 3x3 map of 48 px. In ``cpu_speedrun``
     (fp32, 2 CPU cores) an epoch took 14-15 s at 32 px, 20-22 s at 40 px and 23-24 s at 48 px.
+
+    Validation always sees full-size faces. While the training side is smaller, the network being validated
+    (the EMA weights, where a weight-averaging callback swapped them in) would be scored at 48 px with BatchNorm
+    statistics gathered at the training side, which mis-scales every layer: its val/acc then says little about the
+    weights, and early stopping, the best checkpoint and a sweep's pruner read it. So, during the ramp, before each
+    validation the BatchNorm statistics of the validated weights are recomputed at the evaluation size from
+    ``recalibrate_batches`` training batches without augmentation (FixRes; ``torch.optim.swa_utils.update_bn``),
+    the same faces on every DDP rank. Only BatchNorm's running statistics change, never a trained weight; a
+    checkpoint saved after that validation holds them, so ``evaluate`` on it gives the logged figure. Once the
+    training side is the full side, nothing is recomputed. ``recalibrate_batches=0`` turns it off.
+
+    Use it::
+
+        callbacks:
+          progressive_resizing:
+            _target_: fer_lightning.training.callbacks.ProgressiveResizing
+            min_side: 32
+            start: 0.25
+            end: 0.65
     """
 
     def __init__(
-        self, min_side: int = 32, max_side: int = 48, start: float = 0.25, end: float = 0.65, multiple: int = 8
+        self,
+        min_side: int = 32,
+        max_side: int = 48,
+        start: float = 0.25,
+        end: float = 0.65,
+        multiple: int = 8,
+        recalibrate_batches: int = 20,
     ) -> None:
         if not 0 < min_side <= max_side or multiple < 1:
             raise ValueError(
@@ -103,7 +131,10 @@ class ProgressiveResizing(L.Callback):
             )
         if not 0.0 <= start <= end <= 1.0:
             raise ValueError(f"progressive resizing needs 0 <= start <= end <= 1, got start={start}, end={end}")
+        if recalibrate_batches < 0:
+            raise ValueError(f"progressive resizing needs recalibrate_batches >= 0, got {recalibrate_batches}")
         self.min_side, self.max_side, self.start, self.end, self.multiple = min_side, max_side, start, end, multiple
+        self.recalibrate_batches = recalibrate_batches
 
     def side_at(self, progress: float) -> int:
         """The training side at ``progress`` (0..1) through training."""
@@ -137,6 +168,40 @@ class ProgressiveResizing(L.Callback):
         side = self.side_at(training_progress(trainer))
         trainer.datamodule.train_side = side
         pl_module.log("train/side", float(side), on_step=False, on_epoch=True)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        # At the first batch rather than at on_validation_epoch_start, so that it runs after a weight-averaging
+        # callback's swap at that hook whatever the order of the callbacks.
+        side = trainer.datamodule.train_side
+        if (
+            batch_idx == 0
+            and dataloader_idx == 0
+            and self.recalibrate_batches > 0
+            and trainer.state.fn == "fit"
+            and not trainer.sanity_checking
+            and side is not None
+            and side < batch[0].shape[-1]
+        ):
+            self.recalibrate_batchnorm(trainer, pl_module)
+
+    def recalibrate_batchnorm(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Recompute ``pl_module``'s BatchNorm statistics on full-size, unaugmented training faces."""
+        datamodule = trainer.datamodule
+        train = datamodule.splits["train"]
+        # Seeded by the epoch alone: the same faces on every rank, and again on a resumed run.
+        generator = torch.Generator().manual_seed(trainer.current_epoch)
+        count = min(len(train), self.recalibrate_batches * datamodule.batch_size)
+        chosen = torch.randperm(len(train), generator=generator)[:count]
+        batches = []
+        for index in chosen.split(datamodule.batch_size):
+            images = train.images[index].to(pl_module.device)
+            # The evaluation preprocessing (trainer.training is False here): the faces as validation sees them.
+            batches.append(datamodule.on_after_batch_transfer((images, train.labels[index], index), 0)[0])
+        # update_bn runs the network in train mode: dropout draws from the global generator, which training goes
+        # on drawing from, so it is forked to leave the training run exactly as it would be without this.
+        cuda = [pl_module.device.index or 0] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), trainer.precision_plugin.forward_context():
+            update_bn(batches, pl_module)
 
 
 class TrainingDiverged(RuntimeError):
