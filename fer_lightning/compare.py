@@ -239,7 +239,7 @@ def write_leaderboard(table: pd.DataFrame, curves: dict[str, pd.Series], out: Pa
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(prog="python -m fer_lightning.compare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="fer-compare", description=__doc__.splitlines()[0])
     parser.add_argument("directory", type=Path, help="a sweep dir, a logs dir, or a single run dir")
     parser.add_argument("--sort", default="val/acc", help="column to sort by, best first (default: val/acc)")
     parser.add_argument("--ascending", action="store_true", help="smallest first (for a loss)")
@@ -254,5 +254,10 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     return table
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """``fer-compare``: a console script's return value becomes its exit status, so the table is not returned."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from fer_lightning import resolvers
 from fer_lightning.atomic import atomic_write
 from fer_lightning.cli_errors import short_errors
+from fer_lightning.conf import CONF_DIR
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.deploy.checkpoint import load_classifier, model_input_size, resolve_device
 from fer_lightning.deploy.pretrained import pretrained_path
@@ -158,7 +159,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     with short_errors():  # a bad checkpoint, a missing split: one line, not a traceback
         metrics = evaluate(cfg)

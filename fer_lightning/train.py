@@ -22,13 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from fer_lightning import resolvers
 from fer_lightning.atomic import atomic_write
 from fer_lightning.cli_errors import short_errors
+from fer_lightning.conf import CONF_DIR
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.training.module import FERClassifier
 from fer_lightning.training.run_status import run_recorded
 
 log = logging.getLogger("fer_lightning")
-# An absolute path: Hydra reads a relative one as a Python package when this module is imported, not run.
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:

@@ -12,10 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from fer_lightning import resolvers
+from fer_lightning.conf import CONF_DIR
 from fer_lightning.threads import torch_threads
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = CONF_DIR
 # Tiny synthetic splits: every test run trains in seconds on 2 CPU cores.
 TINY_DATA = ["data.source.train_size=448", "data.source.val_size=112", "data.source.test_size=112"]
 

@@ -1,4 +1,4 @@
-"""Smoke test of ``fer_lightning.bench`` at toy sizes: every row comes out, with positive numbers (no timing claims)."""
+"""Smoke test of ``benchmarks`` at toy sizes: every row comes out, with positive numbers (no timing claims)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_lightning.bench.common import Row
-from fer_lightning.bench.detectors import configurations, worker_counts
-from fer_lightning.bench.suite import Sizes, collect_rows, format_table, render
-from fer_lightning.bench.system import dataset_load_rows
+from benchmarks.common import Row
+from benchmarks.detectors import configurations, worker_counts
+from benchmarks.suite import Sizes, collect_rows, format_table, render
+from benchmarks.system import dataset_load_rows
 from fer_lightning.resolvers import best_precision
 
 pytestmark = pytest.mark.slow  # trains or benchmarks: tens of seconds
@@ -104,7 +104,7 @@ def test_dataset_load_rows_time_a_fer2013_csv(tmp_path: Path):
 
 
 def test_markdown_report(rows):
-    text = render(rows, "python -m fer_lightning.bench --quick", datetime.now().astimezone())
+    text = render(rows, "python -m benchmarks --quick", datetime.now().astimezone())
     table = format_table(rows)
-    assert table in text and "`python -m fer_lightning.bench --quick`" in text and "- CPU: " in text
+    assert table in text and "`python -m benchmarks --quick`" in text and "- CPU: " in text
     assert len(table.splitlines()) == len(rows) + 2

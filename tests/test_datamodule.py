@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from fer_lightning.bench.common import FixedSource
+from benchmarks.common import FixedSource
 from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.batching import ShardedBatchSampler
 from fer_lightning.data.datamodule import FERDataModule, stratified_split

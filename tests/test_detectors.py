@@ -40,7 +40,8 @@ GRACE_FACE_CENTRE = (266, 217)  # the centre of Grace Hopper's face, by eye
 HAS_RETINAFACE = "retinaface" in detectors.installed()
 BACKENDS = [
     pytest.param(
-        "retinaface", marks=pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+        "retinaface",
+        marks=pytest.mark.skipif(not HAS_RETINAFACE, reason="onnxruntime is not installed (the deploy extra)"),
     ),
     "haar",
 ]
@@ -85,7 +86,7 @@ def test_auto_falls_back_to_haar_and_a_missing_backend_says_how_to_install_it(mo
     monkeypatch.setitem(detectors.BACKENDS, "retinaface", gone)
     assert detectors.resolve("auto") == "haar"
     assert EmotionRecognizer(StubClassifier()).detector_name == "haar"
-    with pytest.raises(RuntimeError, match=r"detect\]"):
+    with pytest.raises(RuntimeError, match=r"fer-lightning\[deploy\]"):
         detectors.resolve("retinaface")
 
 
@@ -126,7 +127,7 @@ def test_photos_without_a_person_give_no_face(recognizers, name, photo):
     assert recognizers[name].predict(SKIMAGE_DATA / photo) == []
 
 
-@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="onnxruntime is not installed (the deploy extra)")
 def test_retinaface_finds_the_profile_haar_misses(recognizers):
     """scikit-image's cameraman: a face in profile, half hidden by the camera."""
     (face,) = recognizers["retinaface"].predict(SKIMAGE_DATA / "camera.png")
@@ -166,7 +167,7 @@ def test_every_image_mode_from_a_file(recognizers, grace, tmp_path, name, mode):
 
 
 # ---- tilted faces and alignment ---------------------------------------------------------------------------------
-@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="onnxruntime is not installed (the deploy extra)")
 @pytest.mark.parametrize("angle", [-35, 20, 45])
 def test_tilted_face_is_found_and_aligned_upright(recognizers, grace, angle):
     """Its landmarks give its tilt (within 12 degrees: they are less exact on tilted faces), and the aligned crop
@@ -199,7 +200,7 @@ def test_align_face_puts_the_landmarks_on_the_fer_template():
         align_face(image, [(0.0, 0.0)] * 4)
 
 
-@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="onnxruntime is not installed (the deploy extra)")
 def test_no_align_crops_the_box(grace):
     recognizer = EmotionRecognizer(StubClassifier(), detector="retinaface", align=False, detector_threads=1)
     found, faces = recognizer.find_faces(grace)
@@ -275,7 +276,7 @@ def test_fer_predict_default_auto_detector_in_every_record(tmp_path, grace, caps
 
 # ---- the comparison's scoring and its section in docs/benchmarks.md ---------------------------------------------
 def test_comparison_scoring_matches_each_face_once():
-    from fer_lightning.bench.detectors import score_photo
+    from benchmarks.detectors import score_photo
     from fer_lightning.deploy.faces import Box
 
     face = Box(100, 100, 80, 100)
@@ -291,7 +292,7 @@ def test_comparison_scoring_matches_each_face_once():
 
 
 def test_detector_section_replaced_in_place_and_kept_by_make_bench(tmp_path):
-    from fer_lightning.bench.detectors import SECTION_END, SECTION_START, carry_section, write_section
+    from benchmarks.detectors import SECTION_END, SECTION_START, carry_section, write_section
 
     page = tmp_path / "benchmarks.md"
     page.write_text("# Benchmarks\n\n| table |\n")
@@ -374,7 +375,7 @@ def test_to_gray_of_an_rgb_array_is_pillows_luma_within_one_level(grace):
     assert np.abs(difference).max() <= 1 and (difference != 0).mean() < 0.01
 
 
-@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="onnxruntime is not installed (the deploy extra)")
 @pytest.mark.parametrize("which", ["big", "turned"])
 def test_big_jpeg_decoded_reduced_gives_the_full_size_box(recognizers, grace, big_jpegs, which):
     recognizer = recognizers["retinaface"]
@@ -389,7 +390,7 @@ def test_big_jpeg_decoded_reduced_gives_the_full_size_box(recognizers, grace, bi
     assert np.allclose(face.box, again.box, atol=0.02 * again.box[2])
 
 
-@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="onnxruntime is not installed (the deploy extra)")
 def test_a_face_small_in_the_reduced_decode_is_cropped_from_a_sharper_one(
     recognizers, grace, big_jpegs, tmp_path, monkeypatch
 ):
@@ -429,7 +430,7 @@ def test_png_and_small_jpeg_are_decoded_whole(recognizers, grace, tmp_path, name
     assert load_image_reduced(tmp_path / "big.png", 64)[1] is None  # never for other formats
 
 
-@pytest.mark.skipif(not HAS_RETINAFACE, reason="the detect extra is not installed")
+@pytest.mark.skipif(not HAS_RETINAFACE, reason="onnxruntime is not installed (the deploy extra)")
 def test_fer_predict_big_jpeg_records_full_size_boxes_and_annotates_the_reduced_image(
     recognizers, big_jpegs, tmp_path, capsys
 ):
@@ -448,7 +449,7 @@ def test_fer_predict_big_jpeg_records_full_size_boxes_and_annotates_the_reduced_
 
 
 def test_detector_section_reports_decoding_alone_per_file_set(big_jpegs):
-    from fer_lightning.bench.detectors import KINDS, Tally, decode_ms, markdown
+    from benchmarks.detectors import KINDS, Tally, decode_ms, markdown
 
     spent = decode_ms([big_jpegs["big"]], repeats=1)
     assert 0 < spent < 10_000
@@ -460,5 +461,5 @@ def test_detector_section_reports_decoding_alone_per_file_set(big_jpegs):
         "file_mb": {"photos_per_s_12mp": 0.97},
         "decode_ms": {"photos_per_s_12mp": spent, "photos_per_s_12mp_phone": 34.0},
     }
-    text = markdown(comparison, "python -m fer_lightning.bench.detectors", ["- CPU: test"])
+    text = markdown(comparison, "python -m benchmarks.detectors", ["- CPU: test"])
     assert f"CPU ms/photo: 12 MP {spent:.1f}, phone-sized 34.0:" in text

@@ -3,7 +3,8 @@
 Hydra commands are composed with exactly their overrides (sweeps: their first value); a lone override in the prose
 (``data.source.on_bad_rows=skip``) must compose with the train or eval config, alone or beside the option it
 needs (``data=fer2013``, ``logger=wandb``, ...), and every ``a|b|c`` alternative must; the options of argparse
-commands (fer-predict, fer-export, fer-serve, ``python -m fer_lightning.compare``...) must be theirs. Nothing is run.
+commands (fer-predict, fer-export, fer-serve, fer-compare...) must be theirs; fer-train and fer-evaluate compose.
+Nothing is run.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ CONTEXTS = [
     ["experiment=cpu_speedrun"],  # its wall-clock schedule and EMA, which the Results prose tunes
 ]
 OVERRIDE = re.compile(r"[+~]{0,2}[a-z_][a-z0-9_./]*=\S*")
-REPO_PATH = re.compile(r"(?:conf|docs|fer_lightning|hydra_plugins|tests|\.ci)/[\w./*-]+|Makefile|pyproject\.toml")
+REPO_PATH = re.compile(
+    r"(?:conf|docs|fer_lightning|hydra_plugins|benchmarks|tests|\.ci)/[\w./*-]+|Makefile|pyproject\.toml"
+)
 
 
 def code_lines(text: str) -> list[str]:
@@ -180,13 +183,13 @@ def test_every_documented_command_is_valid(doc, line, words, monkeypatch):
     else:  # a script file
         module, args = words[0], words[1:]
         assert (ROOT / module).is_file(), f"{doc}: {line}: no file {module}"
-    if module in HYDRA_CONFIGS:
-        problem = composes(HYDRA_CONFIGS[module], hydra_overrides(args))
+    if module.partition(":")[0] in HYDRA_CONFIGS:  # fer-train, fer-evaluate: fer_lightning.train:main, ...
+        problem = composes(HYDRA_CONFIGS[module.partition(":")[0]], hydra_overrides(args))
         assert problem is None, f"{doc}: {line}:\n{problem}"
         return
     name, _, function = module.partition(":")
     entry = getattr(importlib.import_module(name), function or "main", None)
-    if entry is None:  # a module run for its side effect (python -m fer_lightning.bench)
+    if entry is None:  # a module run for its side effect (python -m benchmarks)
         return
     parser = argparse_options(entry, monkeypatch)
     args = [word.strip("[]") for word in args]  # usage notation: [--ckpt PATH]

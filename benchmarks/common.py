@@ -15,11 +15,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from fer_lightning import resolvers
+from fer_lightning.conf import CONF_DIR
 from fer_lightning.data.splits import SplitArrays
 from fer_lightning.labels import EMOTIONS
 
-ROOT = Path(__file__).resolve().parents[2]
-CONF_DIR = ROOT / "conf"
+ROOT = Path(__file__).resolve().parents[1]
 FER_TRAIN, FER_VAL = 28_709, 3_589  # FER-2013 Training and PublicTest sizes
 
 

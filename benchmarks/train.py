@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from fer_lightning.bench.common import (
+from benchmarks.common import (
     FER_TRAIN,
     FER_VAL,
     BatchClock,

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from fer_lightning.bench.common import FER_TRAIN, FER_VAL, ROOT, Row
+from benchmarks.common import FER_TRAIN, FER_VAL, ROOT, Row
 from fer_lightning.data.fer2013 import FER2013Source
 
 GIB = 1024**3

@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from fer_lightning.bench.common import FixedSource, Row, compose_train_config, interleaved_rates, quiet_trainer
+from benchmarks.common import FixedSource, Row, compose_train_config, interleaved_rates, quiet_trainer
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.data.splits import SplitArrays
 from fer_lightning.labels import EMOTIONS

@@ -1,4 +1,4 @@
-"""Row 6, deployment latency: ``python -m fer_lightning.bench.deploy [--ckpt PATH]``.
+"""Row 6, deployment latency: ``python -m benchmarks.deploy [--ckpt PATH]``.
 
 Measures, for PyTorch (the checkpoint) and ONNX Runtime (its export), the end-to-end latency of one photo
 (load-free: grayscale, Haar detection, crop, classify) on matplotlib's ``grace_hopper.jpg``, the latency of
@@ -24,7 +24,7 @@ import matplotlib
 import numpy as np
 import torch
 
-from fer_lightning.bench.common import Row
+from benchmarks.common import Row
 from fer_lightning.deploy.faces import load_image, to_gray
 from fer_lightning.deploy.recognizer import EmotionRecognizer, OnnxBackend
 from fer_lightning.export import export

@@ -1,6 +1,6 @@
 """``make bench``: the framework's speed and memory figures, measured side by side in one run.
 
-    python -m fer_lightning.bench [--quick] [--out docs/benchmarks.md] [--models cnn3,vgg] [--threads N]
+    python -m benchmarks [--quick] [--out docs/benchmarks.md] [--models cnn3,vgg] [--threads N]
 
 Prints a Markdown table and writes it, with the date, the machine and the command, to ``--out``.
 A full run takes a few minutes on 2 CPU cores; ``--quick`` is a ~1 minute smoke version (fewer images
@@ -35,16 +35,16 @@ from pathlib import Path
 import lightning
 import torch
 
-from fer_lightning.bench.common import CONF_DIR, Row, head
-from fer_lightning.bench.data import loader_rows
-from fer_lightning.bench.deploy import deploy_rows
-from fer_lightning.bench.detectors import carry_section, detector_rows
-from fer_lightning.bench.system import dataset_load_rows, peak_rss_rows
-from fer_lightning.bench.train import epoch_time_rows, framework_rows, stem_rows
+from benchmarks.common import CONF_DIR, Row, head
+from benchmarks.data import loader_rows
+from benchmarks.deploy import deploy_rows
+from benchmarks.detectors import carry_section, detector_rows
+from benchmarks.system import dataset_load_rows, peak_rss_rows
+from benchmarks.train import epoch_time_rows, framework_rows, stem_rows
 from fer_lightning.data.synthetic import generate_faces
 from fer_lightning.resolvers import best_precision
 
-log = logging.getLogger("fer_lightning.bench")
+log = logging.getLogger("benchmarks")
 GPU_EVAL_BATCH = 512  # data.eval_batch_size of the configs: on a GPU the batch size does matter
 
 
@@ -67,7 +67,7 @@ class Sizes:
     rss_sizes: tuple[int, int, int] = (28_709, 3_589, 3_589)  # row 5's synthetic split sizes
     deploy_repeats: int = 20  # row 6: median over this many runs...
     deploy_batch: int = 256  # ...and faces per batched call
-    detector_scenes: int = 8  # row 7: composite scenes per kind in the labelled set (fer_lightning.bench.detectors)
+    detector_scenes: int = 8  # row 7: composite scenes per kind in the labelled set (benchmarks.detectors)
     detector_12mp: int = 4  # ...and of them scaled to 12 MP for the end-to-end rate
 
 
@@ -217,7 +217,7 @@ def render(rows: Sequence[Row], command: str, started: datetime, load_at_start: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fer_lightning.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke version")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"), help="Markdown file to write")
     parser.add_argument("--models", help="comma-separated conf/model configs for the epoch rows (default: all)")
@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started, load_at_start = datetime.now(timezone.utc).astimezone(), _load()
     with tempfile.TemporaryDirectory(prefix="fer-bench-") as workdir:
         rows = collect_rows(sizes, Path(workdir), os.environ.get("FER2013_DIR") or None)
-    command = " ".join(["python -m fer_lightning.bench", *(argv if argv is not None else sys.argv[1:])])
+    command = " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])])
     text = render(rows, command, started, load_at_start)
     print(format_table(rows))
     args.out.parent.mkdir(parents=True, exist_ok=True)
