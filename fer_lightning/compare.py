@@ -249,7 +249,14 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         parser.error(f"{args.directory} is not a directory")
     table, curves = leaderboard(args.directory, sort=args.sort, ascending=args.ascending)
     out = args.out or args.directory
-    print(write_leaderboard(table, curves, out))
+    try:
+        print(write_leaderboard(table, curves, out))
+    except OSError as error:  # a full disk, a read-only folder: one line, not pandas' traceback
+        parser.exit(
+            1,
+            f"{parser.prog}: cannot write the leaderboard into {out}: {error.strerror or error}; "
+            "choose another folder with --out\n",
+        )
     print(f"\n{len(table)} runs; written to {out}/leaderboard.{{csv,md}} and {out}/val_acc_curves.png")
     return table
 

@@ -37,10 +37,38 @@ def _now() -> str:
     return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
+# status.json keeps this many bytes allocated from the start (JSON padded with spaces), so that the final status of
+# a run that filled the disk can still be written: over the same bytes, needing no new block.
+STATUS_BYTES = 32 * 1024
+
+
+def _padded_json(data: Mapping[str, Any]) -> bytes:
+    """``data`` as JSON padded to ``STATUS_BYTES``; a traceback too long for that keeps its end (where the error is)."""
+    data = dict(data)
+    while True:
+        text = json.dumps(data, indent=2, default=str).encode()
+        over = len(text) + 1 - STATUS_BYTES
+        if over <= 0 or not data.get("traceback"):
+            return text + b" " * max(0, -over) + b"\n"
+        data["traceback"] = "[...]" + data["traceback"][over + 64 :]
+
+
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write then rename: a leaderboard reading mid-write never sees half a file."""
-    with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    """Write then rename, so a leaderboard reading mid-write never sees half a file. Where that cannot be done, on
+    a full disk, the file ``start`` sized is overwritten in place: not atomic, but the status is not lost (on a
+    copy-on-write file system, btrfs or ZFS, even that needs free space)."""
+    payload = _padded_json(data)
+    try:
+        with atomic_write(path) as tmp:
+            tmp.write_bytes(payload)
+    except OSError:
+        if not path.is_file() or path.stat().st_size < len(payload):
+            raise
+        with path.open("r+b") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        log.warning("%s: written in place (the disk is full, or its folder takes no new file)", path)
 
 
 def _process_alive(pid: int) -> bool:
