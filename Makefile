@@ -5,12 +5,22 @@ BIN := $(VENV)/bin
 # Pinned torch + torchvision. Keep your own torch build (e.g. for your GPU): make install TORCH_CONSTRAINTS=
 TORCH_CONSTRAINTS ?= -c constraints-torch.txt
 
-.PHONY: install test test-fast lint train bench models model retinaface clean
+.PHONY: install services test test-fast lint train bench models model retinaface clean
 
 install:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[dev]" -c constraints.txt $(TORCH_CONSTRAINTS)
+
+# System packages some tests use, as root with apt-get (else it says what to install): Debian's Chromium for the
+# browser test, PostgreSQL's server binaries for tests/test_sweep_workers.py (it starts its own throw-away cluster).
+services:
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -z "$$missing" ]; then echo "services: all installed"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "services: install $$missing (as root: apt-get install $$missing)"; exit 1; fi
 
 test:
 	$(BIN)/python -m pytest -q

@@ -25,6 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from ._storage import opened_storage
+
 log = logging.getLogger(__name__)
 MIN_TRIALS_BEFORE_GIVING_UP = 3
 _ABSENT = object()
@@ -153,12 +155,10 @@ class OptunaSweeperImpl:
         seed = self.sampler.keywords.get("seed")
         return self.sampler(seed=None if seed is None else seed + trials_done)
 
-    def _study(self) -> optuna.Study:
-        if self.storage and str(self.storage).startswith("sqlite:///"):
-            Path(str(self.storage)[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    def _study(self, storage: optuna.storages.BaseStorage | None) -> optuna.Study:
         study = optuna.create_study(
             study_name=self.study_name,
-            storage=self.storage,
+            storage=storage,
             sampler=self._make_sampler(0),
             direction=self.direction,
             load_if_exists=True,
@@ -170,9 +170,12 @@ class OptunaSweeperImpl:
         return study
 
     def sweep(self, arguments: list[str]) -> None:
+        with opened_storage(self.storage) as storage:
+            self._sweep(arguments, self._study(storage))
+
+    def _sweep(self, arguments: list[str], study: optuna.Study) -> None:
         params = [f"{key}={value}" for key, value in self.params.items()]
         space, fixed = search_space([*params, *arguments], self.config)
-        study = self._study()
         fail_orphaned_trials(study)
         log.info(
             "study %s (%s): %d trials so far, %d to run; searching %s",
@@ -185,6 +188,8 @@ class OptunaSweeperImpl:
         identity = {"sweeper_host": socket.gethostname(), "sweeper_pid": os.getpid()}
         done = failed = 0
         while done < self.n_trials:
+            if done:  # a sweeper beside this one may have been killed since: its trial is not running any more
+                fail_orphaned_trials(study)
             trials = [study.ask(space) for _ in range(min(self.n_jobs, self.n_trials - done))]
             for trial in trials:
                 for key, value in identity.items():
