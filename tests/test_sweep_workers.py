@@ -24,7 +24,7 @@ from tests.conftest import ROOT, TINY_DATA
 optuna = pytest.importorskip("optuna", reason="the sweeps extra is not installed")
 _storage = pytest.importorskip("hydra_plugins.fer_optuna_sweeper._storage")
 
-pytestmark = pytest.mark.slow  # three sweepers at once: about a minute per storage
+pytestmark = pytest.mark.slow  # three sweepers at once, three times: about 45 s in all
 TRIALS = 4
 
 
@@ -64,13 +64,14 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(home, ignore_errors=True)
 
 
-def start_worker(storage: str, study: str, sweep_dir: Path, seed: int) -> subprocess.Popen:
+def start_worker(storage: str, study: str, sweep_dir: Path, seed: int, *extra: str) -> subprocess.Popen:
     """``python train.py -m hparams_search=optuna`` on the shared study: what one node of a cluster runs."""
     command = [
         sys.executable,
         "train.py",
         "-m",
         "hparams_search=optuna",
+        *extra,
         f"hydra.sweeper.storage='{storage}'",
         f"hydra.sweeper.study_name={study}",
         f"hydra.sweeper.n_trials={TRIALS}",
@@ -123,6 +124,14 @@ def test_three_workers_share_one_study(kind, request, tmp_path):
     for worker, sweep_dir in start_three(storage, tmp_path.name, tmp_path):
         wait(worker, sweep_dir)
     assert_every_trial_once(load(storage, tmp_path.name), tmp_path, complete=3 * TRIALS)
+
+
+def test_one_sweeper_runs_n_jobs_trials_at_once_with_the_local_launcher(tmp_path):
+    storage, sweep_dir = f"journal:///{tmp_path}/study.log", tmp_path / "sweep"
+    parallel = ("hydra/launcher=submitit_local", "hydra.sweeper.n_jobs=2")
+    wait(start_worker(storage, "local", sweep_dir, 0, *parallel), sweep_dir)
+    assert_every_trial_once(load(storage, "local"), tmp_path, complete=TRIALS)
+    assert (sweep_dir / ".submitit").is_dir(), "the jobs did not go through submitit"
 
 
 def test_a_worker_killed_mid_trial_leaves_one_failed_trial_and_the_study_goes_on(postgres, tmp_path):
