@@ -30,6 +30,7 @@ from fer_lightning.deploy.recognizer import OnnxBackend
 from fer_lightning.evaluation.calibration import plot_reliability
 from fer_lightning.evaluation.report import table_markdown, write_report
 from fer_lightning.evaluation.tta import TTA_MODES, predict_probs, tta_views
+from fer_lightning.evaluation.vocabulary import restrict, shared_classes
 from fer_lightning.labels import IMAGE_SIZE
 
 log = logging.getLogger("fer_lightning")
@@ -121,18 +122,31 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup("test")
     if not datamodule.has_split(cfg.split):
         raise ValueError(f"the data has no {cfg.split} split (it has {sorted(datamodule.splits)})")
-    if list(datamodule.class_names) != class_names:
-        raise ValueError(f"the models predict {class_names}, the data is labelled {list(datamodule.class_names)}")
+    shared = shared_classes(class_names, datamodule.class_names)
+    if cfg.get("explain") and not shared.identical:
+        raise ValueError(f"explain=true needs a model of the data's classes {list(datamodule.class_names)}")
     split = datamodule.splits[cfg.split]
     log.info(
         "evaluating %d checkpoint(s) on %d %s images, tta=%s, on %s", len(paths), len(split), cfg.split, cfg.tta, device
     )
     probs = ensemble_probs(models, sizes, split.images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
+    index, labels, names, vocabulary = torch.arange(len(split)), split.labels, class_names, {}
+    if not shared.identical:  # another vocabulary: scored over the classes both have (evaluation/vocabulary.py)
+        keep, labels, probs = restrict(shared, split.labels, probs)
+        index, names = index[keep], list(shared.names)
+        left_out = torch.bincount(split.labels[~keep], minlength=len(datamodule.class_names))
+        vocabulary = {
+            "scored_classes": names,
+            "classes_the_model_lacks": list(shared.model_lacks),
+            "classes_the_data_lacks": list(shared.data_lacks),
+            "faces_left_out": {c: int(n) for c, n in zip(datamodule.class_names, left_out.tolist()) if n},
+        }
+        log.info("scored over the classes both have: %s", vocabulary)
 
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml") as tmp:
         tmp.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    ece = plot_reliability(probs, split.labels, out / "reliability_diagram.png", cfg.ece_bins, title=cfg.split)
+    ece = plot_reliability(probs, labels, out / "reliability_diagram.png", cfg.ece_bins, title=cfg.split)
     extra = {
         f"{cfg.split}/ece": ece,
         "ece_bins": cfg.ece_bins,
@@ -146,9 +160,9 @@ def evaluate(cfg: DictConfig) -> dict:
         # An ONNX file exported with --tta flip averages over the mirror image itself, whatever tta says.
         "model_tta": [getattr(model, "tta", "none") for model in models],
         "device": str(device),
+        **vocabulary,
     }
-    index = torch.arange(len(split))
-    table = write_report(out, split.labels, probs, index, class_names, prefix=cfg.split, extra=extra)
+    table = write_report(out, labels, probs, index, names, prefix=cfg.split, extra=extra)
     log.info("evaluation report in %s\n%s", out.resolve(), table_markdown(table))
     if cfg.get("explain"):
         from fer_lightning.evaluation.explain import write_explanations

@@ -18,3 +18,27 @@ FERPLUS_EMOTIONS: tuple[str, ...] = (
     "fear",
     "contempt",
 )
+
+# One vocabulary across datasets, FER+'s names: every dataset's class names map onto it (``canonical``), so that a
+# model trained on one dataset is scored on another over the classes both have.
+CANONICAL: tuple[str, ...] = ("neutral", "happiness", "sadness", "surprise", "fear", "disgust", "anger", "contempt")
+ALIASES: dict[str, str] = {
+    "happy": "happiness",
+    "sad": "sadness",
+    "angry": "anger",
+    "surprised": "surprise",
+    "fearful": "fear",
+    "disgusted": "disgust",
+}
+
+
+def canonical(name: str) -> str:
+    """``name``'s emotion in the shared vocabulary: ``happy`` -> ``happiness``; case and spaces do not count."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in CANONICAL:
+        raise ValueError(
+            f"{name!r} is no emotion of the shared vocabulary ({', '.join(CANONICAL)}) nor one of its aliases "
+            f"({', '.join(ALIASES)})"
+        )
+    return key
