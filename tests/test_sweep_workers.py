@@ -118,6 +118,28 @@ def assert_every_trial_once(study: optuna.Study, root: Path, complete: int, fail
     assert set(dirs) <= listed, "the leaderboard misses a trial's run dir"
 
 
+def test_workers_starting_together_on_an_empty_database_all_open_it(postgres):
+    """Each creates Optuna's tables, and without the retry all but one failed (optuna/optuna#1092)."""
+    fresh = f"fresh_{os.getpid()}"
+    with _psycopg_autocommit(postgres) as connection:
+        connection.execute(f"CREATE DATABASE {fresh}")
+    url = postgres.replace("/postgres?", f"/{fresh}?", 1)
+    opener = "import sys; from hydra_plugins.fer_optuna_sweeper._storage import opened_storage as o; "
+    opener += "o(sys.argv[1]).__enter__()"
+    openers = [
+        subprocess.Popen([sys.executable, "-c", opener, url], cwd=ROOT, stderr=subprocess.PIPE) for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=120)[1].decode()[-2000:] for p in openers]
+    assert [p.returncode for p in openers] == [0] * 6, errors
+
+
+def _psycopg_autocommit(url: str):
+    import psycopg
+
+    host = url.split("host=", 1)[1]
+    return psycopg.connect(host=host, user="postgres", dbname="postgres", autocommit=True)
+
+
 @pytest.mark.parametrize("kind", ["postgresql", "journal"])
 def test_three_workers_share_one_study(kind, request, tmp_path):
     storage = request.getfixturevalue("postgres") if kind == "postgresql" else f"journal:///{tmp_path}/study.log"

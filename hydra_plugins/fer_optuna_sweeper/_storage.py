@@ -17,9 +17,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
+import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import sqlalchemy.exc
+from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
@@ -31,6 +35,21 @@ def _rdb_url(url: str) -> str:
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg2") is None:
         return "postgresql+psycopg://" + url[len("postgresql://") :]
     return url
+
+
+def _rdb_storage(url: str, attempts: int = 6) -> RDBStorage:
+    """``RDBStorage(url)``, retried while other workers create the same tables in a new database.
+
+    Workers started together on an empty database all create Optuna's schema, and all but one fail with a
+    duplicate table or key (optuna/optuna#1092; Optuna's advice is to create the study before starting them).
+    A retry finds the tables made and goes on.
+    """
+    for attempt in range(1, attempts):
+        try:
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, StorageInternalError):
+            time.sleep(random.uniform(0.2, 0.5) * attempt)
+    return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})  # the last try raises what it meets
 
 
 @contextlib.contextmanager
@@ -46,7 +65,7 @@ def opened_storage(url: str | None) -> Iterator[BaseStorage | None]:
         yield JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
         return
     if not url.startswith(SQLITE):
-        yield RDBStorage(_rdb_url(url), engine_kwargs={"pool_pre_ping": True})
+        yield _rdb_storage(_rdb_url(url))
         return
     path = Path(url[len(SQLITE) :])
     path.parent.mkdir(parents=True, exist_ok=True)
