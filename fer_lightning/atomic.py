@@ -34,6 +34,15 @@ def atomic_write(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+def write_durably(path: str | Path, data: bytes, mode: str = "wb") -> None:
+    """``data`` into ``path``, on the disk (not only in the page cache) when this returns; ``r+b`` overwrites the
+    file's first bytes in place, in the blocks it already has."""
+    with Path(path).open(mode) as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
 def check_writable(path: str | Path, force: bool = False, inputs: Iterable[str | Path] = ()) -> Path:
     """Refuse, before any work is done, an output the tool must not or cannot write; returns ``path``.
 

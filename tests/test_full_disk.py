@@ -27,20 +27,19 @@ def checkpoints(run: Path) -> dict[str, int]:
 
 
 def test_a_checkpoint_write_that_fails_part_way_leaves_the_earlier_ones_whole(make_cfg, tmp_path, monkeypatch):
-    written = write = checkpoint_io.write_durably
+    original = checkpoint_io.write_durably
     saves = []
 
     def fails_on_the_third(path: Path, data: bytes) -> None:
         saves.append(path)
         if len(saves) < 3:
-            return written(path, data)
+            return original(path, data)
         path.write_bytes(bytes(data[: len(data) // 2]))  # half of it reached the disk, then the disk was full
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoint_io, "write_durably", fails_on_the_third)
     with pytest.raises(OSError, match=r"cannot save the checkpoint .*(epoch_001|last)\.ckpt: No space left on device"):
         run_recorded(make_cfg("trainer.max_epochs=3", "callbacks.early_stopping=null", run="r"), train)
-    monkeypatch.setattr(checkpoint_io, "write_durably", write)
     run = tmp_path / "r"
     # Epoch 0 saved its best and last checkpoints; epoch 1's first save failed half-way: no trace of it, and
     # neither checkpoint of epoch 0 was deleted or touched.

@@ -17,22 +17,13 @@ Every trainer config uses it (``conf/trainer/default.yaml``)::
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from fer_lightning.atomic import atomic_write
-
-
-def write_durably(path: Path, data: bytes) -> None:
-    """``data`` into ``path``, on the disk (not only in the page cache) when this returns."""
-    with path.open("wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
+from fer_lightning.atomic import atomic_write, write_durably
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -24,7 +24,7 @@ from typing import Any
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig
 
-from fer_lightning.atomic import atomic_write
+from fer_lightning.atomic import atomic_write, write_durably
 from fer_lightning.resolvers import is_multirun
 
 log = logging.getLogger("fer_lightning")
@@ -64,10 +64,7 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     except OSError:
         if not path.is_file() or path.stat().st_size < len(payload):
             raise
-        with path.open("r+b") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
+        write_durably(path, payload, mode="r+b")
         log.warning("%s: written in place (the disk is full, or its folder takes no new file)", path)
 
 
