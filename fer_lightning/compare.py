@@ -4,7 +4,9 @@ A run dir is one holding ``config.yaml`` or ``.hydra/``. Each becomes one row: t
 between the runs, the best validation scores (metrics.csv), the test scores (metrics.json), epochs, wall time,
 parameter count and status. A crashed or unfinished run is a row with its state and whatever it logged, never
 an error: the table is meant to be run while a sweep is still going. Written to ``--out`` (default: the
-directory itself) as leaderboard.csv, leaderboard.md and val_acc_curves.png.
+directory itself) as leaderboard.csv, leaderboard.md and val_acc_curves.png. Runs that differ in ``data.fold``
+(a cross-validation, ``'data.fold=range(10)'``) are also summarised over their folds, mean +- standard deviation
+per setting, in folds.csv and folds.md.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ from fer_lightning.training.run_status import read_status
 VAL_SCORES = ("val/acc", "val/f1_macro")  # best over the epochs
 TEST_SCORES = ("test/acc", "test/f1_macro", "test/balanced_acc")
 CURVES_LABELLED = 10  # the others are drawn, unlabelled, in grey
-OTHER_TASKS = ("eval", "preview")  # Hydra commands whose run dirs are not training runs (conf/eval.yaml, preview.yaml)
+# Hydra commands whose run dirs are not training runs (conf/eval.yaml, preview.yaml, cross_dataset.yaml)
+OTHER_TASKS = ("eval", "preview", "cross_dataset")
+FOLD = "data.fold"
 
 
 def _natural_key(path: Path) -> list[Any]:
@@ -184,6 +188,26 @@ def leaderboard(
     return table, curves
 
 
+def fold_summary(table: pd.DataFrame) -> pd.DataFrame | None:
+    """Mean and sample standard deviation (n - 1) over the folds of every score, one row per setting of the
+    other overrides that vary; None when the runs are no cross-validation (no ``data.fold`` column)."""
+    if FOLD not in table or table.empty:
+        return None
+    columns = list(table.columns)
+    settings = [c for c in columns[columns.index("status") + 1 : columns.index(VAL_SCORES[0])] if c != FOLD]
+    scores = [c for c in (*VAL_SCORES, *TEST_SCORES) if c in table]
+    rows = []
+    for key, group in table.groupby(settings, dropna=False, sort=False) if settings else [((), table)]:
+        row = dict(zip(settings, key if isinstance(key, tuple) else (key,)))
+        row["folds"] = int(group[FOLD].nunique())
+        for score in scores:
+            values = group[score].dropna()
+            row[f"{score} mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{score} std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def plot_curves(table: pd.DataFrame, curves: dict[str, pd.Series], path: Path | IO[bytes]) -> Figure:
     """val/acc per epoch for every run; the best ``CURVES_LABELLED`` (table order) in colour with a legend."""
     runs = list(table["run"]) if "run" in table else []
@@ -235,7 +259,26 @@ def write_leaderboard(table: pd.DataFrame, curves: dict[str, pd.Series], out: Pa
         tmp.write_text(markdown + "\n")
     with atomic_write(out / "val_acc_curves.png") as tmp:
         plot_curves(table, curves, tmp)
+    folds = fold_summary(table)
+    if folds is not None:
+        with atomic_write(out / "folds.csv") as tmp:
+            folds.to_csv(tmp, index=False)
+        shown = _fold_display(folds).to_markdown(index=False, disable_numparse=True)
+        with atomic_write(out / "folds.md") as tmp:
+            tmp.write_text(shown + "\n")
+        markdown += "\n\nOver the folds (mean +- std):\n\n" + shown
     return markdown
+
+
+def _fold_display(folds: pd.DataFrame) -> pd.DataFrame:
+    """``0.8123 +- 0.0412`` per score; the settings and fold count as they are."""
+    shown = folds[[c for c in folds.columns if not c.endswith((" mean", " std"))]].astype(object)
+    for column in [c[: -len(" mean")] for c in folds.columns if c.endswith(" mean")]:
+        mean, std = folds[f"{column} mean"], folds[f"{column} std"]
+        shown[column] = [
+            "" if pd.isna(m) else f"{m:.4f}" + ("" if pd.isna(d) else f" +- {d:.4f}") for m, d in zip(mean, std)
+        ]
+    return shown
 
 
 def main(argv: Sequence[str] | None = None) -> pd.DataFrame:

@@ -34,7 +34,7 @@ from fer_lightning.evaluation.vocabulary import restrict, shared_classes
 from fer_lightning.labels import IMAGE_SIZE
 
 log = logging.getLogger("fer_lightning")
-SPLITS = ("test", "val")
+SPLITS = ("test", "val", "all")  # all: every face of the data (a model trained elsewhere, scored on a whole dataset)
 
 
 class OnnxModel(torch.nn.Module):
@@ -107,8 +107,8 @@ def evaluate(cfg: DictConfig) -> dict:
     paths = model_paths(cfg.get("ckpt_path"), cfg.get("pretrained"))
     if cfg.tta not in TTA_MODES:
         raise ValueError(f"tta={cfg.tta!r} is not one of {', '.join(TTA_MODES)}")
-    if cfg.split not in SPLITS:
-        raise ValueError(f"split={cfg.split!r} is not one of {', '.join(SPLITS)}")
+    if cfg.split not in (*SPLITS, "auto"):
+        raise ValueError(f"split={cfg.split!r} is not one of auto, {', '.join(SPLITS)}")
     out = Path(cfg.paths.output_dir)
     device = resolve_device(cfg.get("device", "auto"))
     models = [load_model(path, device) for path in paths]
@@ -119,13 +119,18 @@ def evaluate(cfg: DictConfig) -> dict:
             raise ValueError(f"{path} predicts {list(model.class_names)}, but {paths[0]} predicts {class_names}")
 
     datamodule: FERDataModule = instantiate(cfg.data)
-    datamodule.setup("test")
-    if not datamodule.has_split(cfg.split):
-        raise ValueError(f"the data has no {cfg.split} split (it has {sorted(datamodule.splits)})")
+    datamodule.load()
+    cfg = _with_split(cfg, datamodule)
+    if cfg.split != "all":
+        datamodule.setup("test")
+    if cfg.split != "all" and not datamodule.has_split(cfg.split):
+        raise ValueError(
+            f"the data has no {cfg.split} split (it has {sorted(datamodule.splits)}); split=all takes every face"
+        )
     shared = shared_classes(class_names, datamodule.class_names)
     if cfg.get("explain") and not shared.identical:
         raise ValueError(f"explain=true needs a model of the data's classes {list(datamodule.class_names)}")
-    split = datamodule.splits[cfg.split]
+    split = datamodule.all_faces() if cfg.split == "all" else datamodule.splits[cfg.split]
     log.info(
         "evaluating %d checkpoint(s) on %d %s images, tta=%s, on %s", len(paths), len(split), cfg.split, cfg.tta, device
     )
@@ -173,11 +178,24 @@ def evaluate(cfg: DictConfig) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
+def _with_split(cfg: DictConfig, datamodule: FERDataModule) -> DictConfig:
+    """``split=auto``: ``all`` for a shipped model (trained on FER-2013 / FER+) on a dataset without official
+    splits (CK+, JAFFE: its folds are for training there), else ``test``."""
+    if cfg.split != "auto":
+        return cfg
+    chosen = "all" if cfg.get("pretrained") and list(datamodule.loaded) == ["all"] else "test"
+    log.info("split=auto: %s", chosen)
+    cfg = cfg.copy()
+    cfg.split = chosen
+    return cfg
+
+
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 def _hydra_main(cfg: DictConfig) -> None:
     with short_errors():  # a bad checkpoint, a missing split: one line, not a traceback
         metrics = evaluate(cfg)
-    print(f"{cfg.split}/acc={metrics[f'{cfg.split}/acc']:.4f} {cfg.split}/ece={metrics[f'{cfg.split}/ece']:.4f}")
+    split = metrics["split"]
+    print(f"{split}/acc={metrics[f'{split}/acc']:.4f} {split}/ece={metrics[f'{split}/ece']:.4f}")
 
 
 def main() -> None:

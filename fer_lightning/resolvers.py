@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 
 @cache
@@ -37,7 +38,16 @@ def sweep_name() -> str | None:
     return Path(HydraConfig.get().sweep.dir).name if is_multirun() else None
 
 
+def data_root(env: str, default: str, *, _root_: DictConfig) -> str:
+    """A dataset's directory (``${data_root:CKPLUS_DIR,data/ckplus}``): ``paths.data_dir`` when it is set, else the
+    dataset's own environment variable, else ``default``. One override serves every dataset config, while each
+    dataset keeps a variable of its own, so FER-2013 and CK+ can both be set in a shell."""
+    chosen = OmegaConf.select(_root_, "paths.data_dir", default=None)
+    return str(chosen) if chosen is not None else os.environ.get(env, default)
+
+
 def register() -> None:
     """Idempotent; every entry point that composes a config calls it first."""
     OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
+    OmegaConf.register_new_resolver("data_root", data_root, replace=True)

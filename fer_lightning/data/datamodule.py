@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from fer_lightning.data.augment import BatchAugment, center_crop
 from fer_lightning.data.batching import InMemoryBatches, ShardedBatchSampler
+from fer_lightning.data.folds import fold_splits
 from fer_lightning.data.splits import SplitArrays
 
 log = logging.getLogger("fer_lightning.data")
@@ -56,6 +57,8 @@ class FERDataModule(L.LightningDataModule):
     Each split name option lists candidates, first present wins: CSV copies have
     Training/PublicTest/PrivateTest, image folders train/test. A missing validation split is carved
     from train (``val_fraction``, stratified, seeded); a missing test split only disables testing.
+    ``folds``/``fold``: subject-independent cross-validation instead (``fer_lightning.data.folds``): every face
+    the source has, dealt to ``folds`` subject-disjoint folds (``fold_seed``); fold ``fold`` is the test set.
 
     ``train_side``, when set below the training images' side, shrinks every augmented training batch to it
     (the :class:`~fer_lightning.training.callbacks.ProgressiveResizing` callback sets it per epoch);
@@ -75,6 +78,9 @@ class FERDataModule(L.LightningDataModule):
         augment: BatchAugment | None = None,
         on_device: bool = False,
         seed: int = 0,
+        folds: int | None = None,
+        fold: int = 0,
+        fold_seed: int = 0,
     ) -> None:
         super().__init__()
         if normalize not in NORMALIZATIONS:
@@ -85,20 +91,35 @@ class FERDataModule(L.LightningDataModule):
         self.val_fraction, self.normalize, self.seed = val_fraction, normalize, seed
         self.augment = augment or BatchAugment()
         self.on_device = on_device
+        self.folds, self.fold, self.fold_seed = folds, fold, fold_seed
         self.train_side: int | None = None
         # A source with its own label set (FER+: 8 classes) says so; the module and every report follow it.
         self.class_names: tuple[str, ...] = tuple(source.class_names)
         self.splits: dict[str, SplitArrays] = {}
+        self.loaded: dict[str, SplitArrays] = {}
 
     # ---- loading -------------------------------------------------------------------------
+    def load(self) -> dict[str, SplitArrays]:
+        """The source's own splits, read once (``all_faces`` needs no more: no folds, no carved validation)."""
+        if not self.loaded:
+            self.loaded = self.source.load()
+        return self.loaded
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        loaded = self.source.load()
+        loaded = self.load()
+        if self.folds:
+            self.splits = fold_splits(self.all_faces(), self.folds, self.fold, self.fold_seed)
+            log.info("fold %d of %d (subject-independent): %s", self.fold, self.folds, self._sizes())
+            return
         chosen = {role: next((n for n in names if n in loaded), None) for role, names in self.split_names.items()}
         if chosen["train"] is None:
+            hint = (
+                "; a dataset without official splits trains with data.folds=10 data.fold=0" if "all" in loaded else ""
+            )
             raise ValueError(
-                f"no training split: looked for {self.split_names['train']}, the data has {sorted(loaded)}"
+                f"no training split: looked for {self.split_names['train']}, the data has {sorted(loaded)}{hint}"
             )
         train = loaded[chosen["train"]]
         if chosen["val"] is None:
@@ -123,7 +144,14 @@ class FERDataModule(L.LightningDataModule):
         for role, split in self.splits.items():
             if len(split) == 0:
                 raise ValueError(f"the {role} split ({chosen.get(role) or 'carved'}) is empty")
-        log.info("splits: %s", {role: len(split) for role, split in self.splits.items()})
+        log.info("splits: %s", self._sizes())
+
+    def _sizes(self) -> dict[str, int]:
+        return {role: len(split) for role, split in self.splits.items()}
+
+    def all_faces(self) -> SplitArrays:
+        """Every face the source has, all its splits together (a model from elsewhere is scored on them all)."""
+        return SplitArrays.concat(list(self.load().values()))
 
     def has_split(self, role: str) -> bool:
         return role in self.splits

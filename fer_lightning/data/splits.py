@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -11,31 +12,55 @@ import torch
 class SplitArrays:
     """One split held whole in memory.
 
-    ``images`` is uint8 (N, 48, 48) and ``labels`` int64 (N,). Keeping uint8 until the batch
+    ``images`` is uint8 (N, H, W) (48x48 for FER-2013) and ``labels`` int64 (N,). Keeping uint8 until the batch
     reaches its device makes the whole of FER-2013 about 83 MB and host-to-device copies 4x smaller.
     ``targets``, float (N, classes), are soft training targets (FER+ vote distributions); the hard
-    ``labels`` stay beside them for accuracy, class counts and stratified splits.
+    ``labels`` stay beside them for accuracy, class counts and stratified splits. ``groups``, int64 (N,), says
+    whose face each is (CK+ subjects, JAFFE posers), for subject-independent folds; ``origins``, int64 (N,), which
+    member of a mixed source it came from, for per-source figures.
     """
 
     images: torch.Tensor
     labels: torch.Tensor
     targets: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+    origins: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
+        n = self.images.shape[0] if self.images.ndim else 0
         if self.images.dtype != torch.uint8 or self.images.ndim != 3:
             raise ValueError(f"images must be uint8 (N, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.shape != (self.images.shape[0],):
-            raise ValueError(f"labels must have shape ({self.images.shape[0]},), got {tuple(self.labels.shape)}")
-        if self.targets is not None and (self.targets.ndim != 2 or self.targets.shape[0] != self.images.shape[0]):
-            raise ValueError(f"targets must have shape ({self.images.shape[0]}, C), got {tuple(self.targets.shape)}")
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels must have shape ({n},), got {tuple(self.labels.shape)}")
+        if self.targets is not None and (self.targets.ndim != 2 or self.targets.shape[0] != n):
+            raise ValueError(f"targets must have shape ({n}, C), got {tuple(self.targets.shape)}")
+        for name in ("groups", "origins"):
+            value = getattr(self, name)
+            if value is not None and value.shape != (n,):
+                raise ValueError(f"{name} must have shape ({n},), got {tuple(value.shape)}")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
+    def _map(self, fn) -> SplitArrays:
+        return SplitArrays(**{f.name: None if (v := getattr(self, f.name)) is None else fn(v) for f in fields(self)})
+
     def subset(self, index: torch.Tensor) -> SplitArrays:
-        targets = None if self.targets is None else self.targets.index_select(0, index)
-        return SplitArrays(self.images.index_select(0, index), self.labels.index_select(0, index), targets)
+        return self._map(lambda t: t.index_select(0, index))
 
     def to(self, device: torch.device | str) -> SplitArrays:
-        targets = None if self.targets is None else self.targets.to(device)
-        return SplitArrays(self.images.to(device), self.labels.to(device), targets)
+        return self._map(lambda t: t.to(device))
+
+    @staticmethod
+    def concat(splits: Sequence[SplitArrays]) -> SplitArrays:
+        """The splits one after the other; an optional field is kept only when every split has it."""
+        if not splits:
+            raise ValueError("nothing to concatenate")
+        sides = {tuple(s.images.shape[1:]) for s in splits}
+        if len(sides) > 1:
+            raise ValueError(f"cannot put images of different sizes together: {sorted(sides)}")
+        values = {}
+        for f in fields(SplitArrays):
+            parts = [getattr(s, f.name) for s in splits]
+            values[f.name] = None if any(p is None for p in parts) else torch.cat(parts)
+        return SplitArrays(**values)
