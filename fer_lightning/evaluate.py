@@ -28,6 +28,7 @@ from fer_lightning.deploy.checkpoint import load_classifier, model_input_size, r
 from fer_lightning.deploy.pretrained import pretrained_path
 from fer_lightning.deploy.recognizer import OnnxBackend
 from fer_lightning.evaluation.calibration import plot_reliability
+from fer_lightning.evaluation.metrics import per_source_scores
 from fer_lightning.evaluation.report import table_markdown, write_report
 from fer_lightning.evaluation.tta import TTA_MODES, predict_probs, tta_views
 from fer_lightning.evaluation.vocabulary import restrict, shared_classes
@@ -167,6 +168,8 @@ def evaluate(cfg: DictConfig) -> dict:
         "device": str(device),
         **vocabulary,
     }
+    if split.origins is not None and datamodule.source_names:  # data=mixed: each member's own figures too
+        extra.update(per_source_scores(labels, probs, split.origins[index], datamodule.source_names, cfg.split))
     table = write_report(out, labels, probs, index, names, prefix=cfg.split, extra=extra)
     log.info("evaluation report in %s\n%s", out.resolve(), table_markdown(table))
     if cfg.get("explain"):

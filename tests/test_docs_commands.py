@@ -33,12 +33,17 @@ pytestmark = pytest.mark.slow
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 HYDRA_CONFIGS = {"train.py": "train", "fer_lightning.train": "train", "fer_lightning.evaluate": "eval"}
 HYDRA_CONFIGS["fer_lightning.data.preview"] = "preview"
+HYDRA_CONFIGS["fer_lightning.cross_dataset"] = "cross_dataset"
 # What a lone override in the prose may need beside it.
 CONTEXTS = [
     [],
     ["data=fer2013"],
     ["model=compact"],
     ["data=ferplus"],
+    ["data=ckplus"],
+    ["data=rafdb"],
+    ["data=affectnet"],
+    ["data=mixed"],
     ["optimizer=sam"],
     ["hparams_search=optuna"],
     ["logger=many"],

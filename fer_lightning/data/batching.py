@@ -41,7 +41,9 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
     It also does the work of a DistributedSampler (each rank takes every ``world_size``-th sample),
     but never pads with duplicates, so validation metrics under DDP count each image exactly once.
     Lightning calls ``set_epoch`` on it, which makes the order a function of (seed, epoch) alone:
-    a run resumed from a checkpoint sees the same batches as one that never stopped.
+    a run resumed from a checkpoint sees the same batches as one that never stopped. With ``weights`` (one per
+    sample, training only) an epoch is ``num_samples`` draws with replacement, each sample drawn with a chance
+    proportional to its weight (``data=mixed``'s member weights).
     """
 
     def __init__(
@@ -53,12 +55,16 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        weights: torch.Tensor | None = None,
     ) -> None:
+        if weights is not None and weights.shape != (num_samples,):
+            raise ValueError(f"weights must have shape ({num_samples},), got {tuple(weights.shape)}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.num_samples, self.batch_size = num_samples, batch_size
         self.shuffle, self.drop_last, self.seed = shuffle, drop_last, seed
         self.rank, self.world_size = rank, world_size
+        self.weights = weights
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -67,7 +73,10 @@ class ShardedBatchSampler(Sampler[torch.Tensor]):
     def _shard(self) -> torch.Tensor:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
+            if self.weights is None:
+                order = torch.randperm(self.num_samples, generator=generator)
+            else:
+                order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator)
         else:
             order = torch.arange(self.num_samples)
         if self.shuffle and self.world_size > 1:

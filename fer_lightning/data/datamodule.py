@@ -153,6 +153,18 @@ class FERDataModule(L.LightningDataModule):
         """Every face the source has, all its splits together (a model from elsewhere is scored on them all)."""
         return SplitArrays.concat(list(self.load().values()))
 
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """The members of a mixed source (``origins`` index them), else nothing."""
+        return tuple(getattr(self.source, "member_names", ()))
+
+    def _draw_weights(self) -> torch.Tensor | None:
+        """Per training face, how likely it is drawn: a mixed source's member weights; None when all are equal."""
+        weights, origins = getattr(self.source, "weights", None), self.splits["train"].origins
+        if not weights or len(set(weights)) == 1 or origins is None:
+            return None
+        return torch.tensor(weights, dtype=torch.float64)[origins]
+
     def has_split(self, role: str) -> bool:
         return role in self.splits
 
@@ -190,6 +202,7 @@ class FERDataModule(L.LightningDataModule):
             seed=self.seed,
             rank=rank,
             world_size=world,
+            weights=self._draw_weights() if train else None,
         )
         return DataLoader(InMemoryBatches(split), sampler=sampler, batch_size=None, num_workers=0)
 

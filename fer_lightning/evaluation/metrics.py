@@ -41,3 +41,16 @@ def flatten_metrics(values: dict[str, torch.Tensor], class_names: tuple[str, ...
         else:
             flat[f"{prefix}/{name}"] = float(value)
     return flat
+
+
+def per_source_scores(
+    labels: torch.Tensor, probs: torch.Tensor, origins: torch.Tensor, names: tuple[str, ...], prefix: str
+) -> dict[str, float]:
+    """Accuracy and face count of every member of a mixed source (``origins`` index ``names``)."""
+    out: dict[str, float] = {}
+    for i, name in enumerate(names):
+        mask = origins == i
+        if mask.any():
+            out[f"{prefix}/acc/{name}"] = float((probs[mask].argmax(1) == labels[mask]).float().mean())
+            out[f"{prefix}/faces/{name}"] = int(mask.sum())
+    return out

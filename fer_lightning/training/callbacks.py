@@ -13,6 +13,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import ModelCheckpoint, WeightAveraging
 from torch.optim.swa_utils import update_bn
 
+from fer_lightning.evaluation.metrics import per_source_scores
 from fer_lightning.evaluation.report import table_markdown, write_report
 from fer_lightning.training.schedules import training_progress
 
@@ -303,13 +304,11 @@ class TestReport(L.Callback):
         if not trainer.is_global_zero:
             return
         order = index.argsort()
-        ckpt = getattr(trainer, "ckpt_path", None)
-        self.table = write_report(
-            self.output_dir,
-            labels[order],
-            probs[order],
-            index[order],
-            pl_module.class_names,
-            extra=tested_weights(trainer, ckpt),
-        )
+        labels, probs, index = labels[order], probs[order], index[order]
+        extra = tested_weights(trainer, getattr(trainer, "ckpt_path", None))
+        datamodule = getattr(trainer, "datamodule", None)
+        if datamodule is not None and datamodule.source_names:  # data=mixed: each member's own figures too
+            origins = datamodule.splits["test"].origins.cpu()[index]
+            extra.update(per_source_scores(labels, probs, origins, datamodule.source_names, "test"))
+        self.table = write_report(self.output_dir, labels, probs, index, pl_module.class_names, extra=extra)
         log.info("test report written to %s\n%s", self.output_dir, table_markdown(self.table))

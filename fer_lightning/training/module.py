@@ -105,6 +105,9 @@ class FERClassifier(L.LightningModule):
         self.val_metrics = classification_metrics(num_classes)
         self.test_metrics = classification_metrics(num_classes)
         self.confusion: dict[str, torch.Tensor] = {}
+        # data=mixed: accuracy per member for val and test (set up from the datamodule in setup)
+        self.source_names: tuple[str, ...] = ()
+        self.source_acc = nn.ModuleDict()
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         if compile:
@@ -119,6 +122,11 @@ class FERClassifier(L.LightningModule):
     # ---- setup -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and datamodule.source_names and not self.source_names:
+            self.source_names = datamodule.source_names
+            for role in ("val", "test"):
+                for i in range(len(self.source_names)):
+                    self.source_acc[f"{role}_{i}"] = MulticlassAccuracy(len(self.class_names), average="micro")
         if stage != "fit" or datamodule is None:
             return
         mean, std = datamodule.input_mean_std
@@ -236,6 +244,13 @@ class FERClassifier(L.LightningModule):
         logits = self(images).float()
         self.log(f"{stage}/loss", self._loss(logits, labels), on_epoch=True, sync_dist=True, batch_size=len(labels))
         getattr(self, f"{stage}_metrics").update(logits, labels)
+        if self.source_names:
+            origins = self.trainer.datamodule.splits[stage].origins
+            origins = origins[index.to(origins.device)].to(labels.device)
+            for i in range(len(self.source_names)):
+                mask = origins == i
+                if mask.any():
+                    self.source_acc[f"{stage}_{i}"].update(logits[mask], labels[mask])
         return {"probs": logits.softmax(-1), "labels": labels, "index": index}
 
     def validation_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
@@ -256,6 +271,11 @@ class FERClassifier(L.LightningModule):
             self.log(
                 name, value, prog_bar=name in (f"{stage}/acc", f"{stage}/f1_macro"), sync_dist=True, reduce_fx="max"
             )
+        for i, member in enumerate(self.source_names):
+            metric = self.source_acc[f"{stage}_{i}"]
+            if metric.update_called:
+                self.log(f"{stage}/acc/{member}", metric.compute(), sync_dist=True, reduce_fx="max")
+            metric.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
