@@ -109,3 +109,19 @@ def test_resumed_checkpoint_callback_keeps_the_earlier_runs_best(tmp_path):
     forgetful = RunCheckpoint(dirpath=str(tmp_path / "new"), monitor="val/acc", mode="max")
     forgetful.load_state_dict(state)
     assert forgetful.best_model_score is None, "a best file that is gone is not kept"
+
+
+def test_mixup_cutmix_and_dropout_resume_exactly(make_cfg, tmp_path):
+    """They draw from torch's global generator, which no checkpoint holds: it is seeded per step."""
+    from fer_lightning.train import train
+
+    extra = ["model=cnn3", "model.dropout=0.3", "module.mixup_alpha=0.2", "module.cutmix_alpha=0.2", "seed=3"]
+    train(make_cfg(*extra, "trainer.max_epochs=2", run="full"))
+    train(make_cfg(*extra, "trainer.max_epochs=1", "test=false", run="half"))
+    last = tmp_path / "half" / "checkpoints" / "last.ckpt"
+    train(make_cfg(*extra, "trainer.max_epochs=2", f"ckpt_path={last}", run="resumed"))
+    full, resumed = (
+        torch.load(tmp_path / r / "checkpoints" / "last.ckpt", weights_only=True) for r in ("full", "resumed")
+    )
+    for name, value in full["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][name]), name

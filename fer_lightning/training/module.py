@@ -16,6 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from fer_lightning.evaluation.metrics import classification_metrics, flatten_metrics
+from fer_lightning.training.soft_targets import SoftTargets, distilled_targets
 from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
 from fer_lightning.training.sam import SAM
 from fer_lightning.training.schedules import training_progress
@@ -65,8 +66,17 @@ class FERClassifier(L.LightningModule):
         class_names: Sequence[str] = EMOTIONS,
         input_size: int | None = None,
         self_distillation: float = 0.0,
+        distill: Mapping | None = None,
     ) -> None:
         super().__init__()
+        distill = {"alpha": 0.5, "temperature": 1.0, **(_plain(distill) or {})}
+        if not distill.get("targets"):
+            distill = {}
+        else:
+            if not 0.0 <= distill["alpha"] <= 1.0 or distill["temperature"] <= 0:
+                raise ValueError(f"module.distill needs alpha in [0, 1] and temperature > 0, got {distill}")
+            if self_distillation:
+                raise ValueError("module.distill and module.self_distillation are two teachers: choose one")
         if not 0.0 <= self_distillation <= 1.0:
             raise ValueError(f"module.self_distillation is a weight in [0, 1], got {self_distillation}")
         if self_distillation and (mixup_alpha or cutmix_alpha):
@@ -86,6 +96,8 @@ class FERClassifier(L.LightningModule):
                 # The side of the images it was trained on (a crop size, else 48), for evaluation and export.
                 "input_size": input_size or IMAGE_SIZE,
                 "self_distillation": self_distillation,
+                # Distillation from a teacher table (training/soft_targets.py); the teachers are added in setup.
+                "distill": distill or None,
             }
         )
         self.class_names = tuple(class_names)
@@ -101,6 +113,9 @@ class FERClassifier(L.LightningModule):
         # Not a buffer: it belongs to the training run, not to the model, so it travels in checkpoints
         # beside the state_dict and never into an exported or deployed model.
         self.past_probs: torch.Tensor | None = None
+        # Distillation: the teachers' probabilities for every training face (from module.distill.targets); not a
+        # buffer either: reread from its file on resume, never exported.
+        self.teacher_probs: torch.Tensor | None = None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_metrics = classification_metrics(num_classes)
         self.test_metrics = classification_metrics(num_classes)
@@ -148,11 +163,21 @@ class FERClassifier(L.LightningModule):
                 raise ValueError("module.self_distillation ramps up over trainer.max_epochs: set it")
             faces = len(datamodule.splits["train"])
             self.past_probs = torch.zeros(faces, len(self.class_names), device=self.device)
+        distill = self.hparams.get("distill") or {}
+        if distill.get("targets"):
+            if self.multi_target:
+                raise ValueError("module.distill mixes targets, which FER+'s multi_target loss does not take")
+            table = SoftTargets.load(distill["targets"])
+            table.check(distill["targets"], datamodule.splits["train"], self.class_names)
+            self.teacher_probs = table.probs
+            self.hparams["distill"] = {**distill, "teachers": list(table.teachers), "tta": table.tta}
 
     def on_fit_start(self) -> None:
         # setup ran before the strategy moved the model to its device; the batches (and their indices) are there.
         if self.past_probs is not None:
             self.past_probs = self.past_probs.to(self.device)
+        if self.teacher_probs is not None:
+            self.teacher_probs = self.teacher_probs.to(self.device)
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -186,6 +211,10 @@ class FERClassifier(L.LightningModule):
         return (1 - weight) * one_hot + weight * past
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # Dropout, mixup and cutmix draw from torch's global generator, which a checkpoint does not hold: seeded
+        # from (seed, step, rank) at every step, they draw the same on a resumed run as on one that never stopped.
+        seed = getattr(getattr(self.trainer, "datamodule", None), "seed", 0) or 0
+        torch.manual_seed(hash((seed, self.global_step, self.global_rank)) & 0x7FFF_FFFF_FFFF)
         optimizer = self.optimizers(use_pl_optimizer=False)
         if isinstance(optimizer, SAM) and not optimizer.active:  # start=0: active from the first step
             # Under DDP every rank must take the same number of backward passes, so all switch together when the
@@ -199,6 +228,11 @@ class FERClassifier(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         images, labels, index, *soft = batch  # soft: FER+ vote-distribution targets (N, C), else class indices
         targets = soft[0] if soft else labels
+        if self.teacher_probs is not None:
+            hard = targets if soft else F.one_hot(labels, len(self.class_names)).float()
+            distill = self.hparams.distill
+            targets = distilled_targets(hard, self.teacher_probs[index], distill["alpha"], distill["temperature"])
+            soft = [targets]
         if self.mix is not None and soft:
             # Mix the soft targets with the images' own mixing weights: one-hot sample indices in, weights out.
             n = len(labels)
