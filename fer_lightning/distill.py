@@ -70,7 +70,11 @@ def distill(cfg: DictConfig) -> Path:
     orders = [reordered(list(m.class_names), datamodule.class_names, p) for m, p in zip(models, paths)]
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    key = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths] + [cfg.tta, cfg.tta_crop, fingerprint(train)]
+    key = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths] + [
+        cfg.tta,
+        cfg.tta_crop,
+        fingerprint(train),
+    ]
     cached = Path(cfg.paths.cache_dir) / f"soft_targets-{hashlib.sha256(json.dumps(key).encode()).hexdigest()[:32]}.npz"
     table_path = out / "soft_targets.npz"
     if cached.is_file():

@@ -24,6 +24,7 @@ from fer_lightning.atomic import atomic_write
 from fer_lightning.cli_errors import short_errors
 from fer_lightning.conf import CONF_DIR
 from fer_lightning.data.datamodule import FERDataModule
+from fer_lightning.data.splits import as_batch
 from fer_lightning.deploy.checkpoint import load_classifier, model_input_size, resolve_device
 from fer_lightning.deploy.pretrained import pretrained_path
 from fer_lightning.deploy.recognizer import OnnxBackend
@@ -93,12 +94,12 @@ def ensemble_probs(
     device: torch.device,
 ) -> torch.Tensor:
     """Mean over models of each model's TTA-averaged probabilities, for uint8 images (N, H, W)."""
-    views = len(tta_views(images[:1].unsqueeze(1).float(), tta, input_sizes[0], tta_crop))
+    views = len(tta_views(as_batch(images[:1]), tta, input_sizes[0], tta_crop))
     step = max(1, batch_size // views)
     total = torch.zeros(len(images), len(models[0].class_names))
     for model, size in zip(models, input_sizes):
         for start in range(0, len(images), step):
-            batch = images[start : start + step].to(device).unsqueeze(1).float()
+            batch = as_batch(images[start : start + step].to(device))
             total[start : start + step] += predict_probs(model, batch, tta, size, tta_crop).cpu()
     return total / len(models)
 
@@ -161,7 +162,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "ensemble_size": len(paths),
         "tta": cfg.tta,
         "tta_crop": cfg.tta_crop if cfg.tta == "tencrop" else None,
-        "tta_views": len(tta_views(split.images[:1].unsqueeze(1).float(), cfg.tta, sizes[0], cfg.tta_crop)),
+        "tta_views": len(tta_views(as_batch(split.images[:1]), cfg.tta, sizes[0], cfg.tta_crop)),
         "input_sizes": sizes,
         # An ONNX file exported with --tta flip averages over the mirror image itself, whatever tta says.
         "model_tta": [getattr(model, "tta", "none") for model in models],

@@ -49,6 +49,11 @@ MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter wri
 def build_wrapper(ckpt_path: str | Path, tta: str = "none", tta_crop: int = TENCROP_SIDE) -> RawPixelClassifier:
     """The raw-pixel model of a checkpoint, on the CPU, in eval mode."""
     classifier = load_classifier(ckpt_path, "cpu")
+    if classifier.hparams["net"].get("in_channels", 1) != 1:
+        raise ValueError(
+            f"{ckpt_path}: the network takes {classifier.hparams['net']['in_channels']}-channel faces; the exported "
+            "models and fer-predict take 48x48 grayscale faces (evaluate scores it as it is)"
+        )
     return RawPixelClassifier(classifier, model_input_size(classifier), tta, tta_crop).eval()
 
 

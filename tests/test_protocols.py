@@ -76,8 +76,8 @@ def test_train_on_jaffe_fold_zero(make_cfg, tmp_path):
     assert 0.0 <= metrics["test/acc"] <= 1.0
 
 
-def run_eval(tmp_path, *overrides):
-    cfg = compose_config(list(overrides), tmp_path / "eval", config_name="eval")
+def run_eval(tmp_path, *overrides, run: str = "eval"):
+    cfg = compose_config(list(overrides), tmp_path / run, config_name="eval")
     return evaluate(cfg)
 
 
@@ -168,3 +168,39 @@ def test_fold_multirun_and_its_mean_and_std(tmp_path):
     assert folds.loc[0, "test/acc mean"] == pytest.approx(table["test/acc"].mean())
     assert folds.loc[0, "test/acc std"] == pytest.approx(table["test/acc"].std(ddof=1))
     assert "+-" in (sweep / "folds.md").read_text()
+
+
+def test_larger_faces_train_and_evaluate_at_their_side(make_cfg, tmp_path):
+    from tests.helpers.datasets import write_rafdb_list
+
+    write_rafdb_list(tmp_path / "raf", train=70, test=14)
+    data = ["data=rafdb", f"paths.data_dir={tmp_path / 'raf'}", "data.source.image_size=64"]
+    train(make_cfg(*data, "model=compact", "trainer.max_epochs=1", "data.batch_size=16"))
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    checkpoint = torch.load(report["ckpt_path"], weights_only=False)
+    assert checkpoint["hyper_parameters"]["input_size"] == 64
+    scored = run_eval(tmp_path, *data, f"ckpt_path={report['ckpt_path']}", "split=test")
+    assert scored["input_sizes"] == [64] and scored["test/acc"] == pytest.approx(report["test/acc"], abs=1e-6)
+
+
+def test_colour_faces_train_evaluate_and_are_refused_by_export(make_cfg, tmp_path):
+    from fer_lightning.data.rafdb import RAFDBSource
+    from fer_lightning.export import export
+    from tests.helpers.datasets import write_rafdb_list
+
+    write_rafdb_list(tmp_path / "raf", train=70, test=14)
+    colour = RAFDBSource(tmp_path / "raf", channels=3, cache_dir=tmp_path / "c").load()["train"]
+    gray = RAFDBSource(tmp_path / "raf", cache_dir=tmp_path / "c").load()["train"]
+    assert colour.images.shape == (70, 3, 48, 48) and colour.channels == 3 and gray.images.shape == (70, 48, 48)
+    luma = (colour.images.float() * torch.tensor([0.299, 0.587, 0.114])[:, None, None]).sum(1)
+    assert (luma - gray.images.float()).abs().max() <= 2  # the same faces (JPEG-decoded grey copies of one face)
+    data = ["data=rafdb", f"paths.data_dir={tmp_path / 'raf'}", "data.source.channels=3"]
+    train(make_cfg(*data, "model=compact", "model.in_channels=3", "trainer.max_epochs=1", "data.batch_size=16"))
+    report = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    scored = run_eval(tmp_path, *data, f"ckpt_path={report['ckpt_path']}", "split=test", "tta=flip")
+    assert 0 <= scored["test/acc"] <= 1
+    assert run_eval(tmp_path, *data, f"ckpt_path={report['ckpt_path']}", "split=test", run="e2")["test/acc"] == (
+        pytest.approx(report["test/acc"], abs=1e-6)
+    )
+    with pytest.raises(ValueError, match="3-channel faces; the exported models"):
+        export(report["ckpt_path"], "onnx", tmp_path / "m.onnx")

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from fer_lightning.data.augment import BatchAugment, center_crop
 from fer_lightning.data.batching import InMemoryBatches, ShardedBatchSampler
 from fer_lightning.data.folds import fold_splits
-from fer_lightning.data.splits import SplitArrays
+from fer_lightning.data.splits import SplitArrays, as_batch
 
 log = logging.getLogger("fer_lightning.data")
 
@@ -218,7 +218,7 @@ class FERDataModule(L.LightningDataModule):
     # ---- on the device ---------------------------------------------------------------------
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels, index, *targets = batch  # soft targets come only with FER+ soft-label training
-        images = images.unsqueeze(1).float()
+        images = as_batch(images)
         if self.trainer is not None and self.trainer.training:
             generator = self._batch_generator(images.device, index)
             images = self.augment(images, generator)

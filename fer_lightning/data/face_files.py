@@ -2,9 +2,10 @@
 full frames (CK+'s original 640x490 sequences, JAFFE's 256x256 photos) or cut at a given box (AffectNet).
 
 Every face comes out as the FER-2013 images are: 8-bit grayscale (ITU-R 601 luma, PIL ``convert("L")``), resized
-with PIL's bilinear filter to ``size`` x ``size``. A face in a full frame is found and cropped exactly as
-``fer-predict`` does it (``fer_lightning.deploy``): the largest face the detector finds, aligned by its landmarks
-(RetinaFace) or its box grown by ``margin`` (Haar), so a model is scored on the faces it would see deployed.
+with PIL's bilinear filter to ``size`` x ``size``; with ``channels=3`` in RGB instead (H, W, 3). A face in a full
+frame is found and cropped exactly as ``fer-predict`` does it (``fer_lightning.deploy``): the largest face the
+detector finds, aligned by its landmarks (RetinaFace) or its box grown by ``margin`` (Haar), so a model is scored
+on the faces it would see deployed.
 """
 
 from __future__ import annotations
@@ -25,26 +26,29 @@ class DatasetError(ValueError):
     problem."""
 
 
-def open_gray(path: Path) -> np.ndarray:
-    """The whole image at ``path``, upright, in 8-bit grayscale; a clear error when it is no readable image."""
+def open_gray(path: Path, channels: int = 1) -> np.ndarray:
+    """The whole image at ``path``, upright, in 8-bit grayscale (or RGB, ``channels=3``); a clear error when it is
+    no readable image."""
     try:
         with Image.open(path) as image:
             image = ImageOps.exif_transpose(image)
-            return np.asarray(image.convert("L"), dtype=np.uint8)  # forces the decode: corrupt files fail here
+            # convert forces the decode: corrupt files fail here
+            return np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"{path}: unreadable image: {exc}") from exc
 
 
 def resized(gray: np.ndarray, size: int) -> np.ndarray:
-    """``gray`` resized to ``size`` x ``size`` as the FER-2013 image-folder reader does (PIL bilinear)."""
-    if gray.shape == (size, size):
+    """``gray`` (or an RGB face) resized to ``size`` x ``size`` as the FER-2013 image-folder reader does (PIL
+    bilinear)."""
+    if gray.shape[:2] == (size, size):
         return gray
     return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
-def whole_face(path: Path, size: int) -> np.ndarray:
+def whole_face(path: Path, size: int, channels: int = 1) -> np.ndarray:
     """An image that is already a face crop (CK+48, RAF-DB aligned, class-folder copies), resized."""
-    return resized(open_gray(path), size)
+    return resized(open_gray(path, channels), size)
 
 
 class FaceCropper:
@@ -54,14 +58,17 @@ class FaceCropper:
     Needs the ``deploy`` extra (OpenCV, ONNX Runtime); the detector is made at the first face asked for.
     """
 
-    def __init__(self, detector: str = "auto", align: bool = True, margin: float = 0.1, size: int = 48) -> None:
+    def __init__(
+        self, detector: str = "auto", align: bool = True, margin: float = 0.1, size: int = 48, channels: int = 1
+    ) -> None:
         self.detector_name, self.align, self.margin, self.size = detector, align, margin, size
+        self.channels = channels
         self._detector = None
 
     @property
     def identity(self) -> list:
         """What the cache key must remember of this cropper."""
-        return [self.detector_name, self.align, self.margin, self.size]
+        return [self.detector_name, self.align, self.margin, self.size, self.channels]
 
     def _detect(self):
         if self._detector is None:
@@ -92,16 +99,17 @@ class FaceCropper:
         if not found:
             return None
         face = found[0]  # largest first
+        pixels = gray if self.channels == 1 else to_rgb(image)
         if self.align and face.landmarks:
-            return align_face(gray, face.landmarks, self.size)
-        return crop_face(gray, face, self.margin, self.size)
+            return align_face(pixels, face.landmarks, self.size)
+        return crop_face(pixels, face, self.margin, self.size)
 
     def cut(self, path: Path, box: Sequence[int]) -> np.ndarray:
         """The face at ``box`` (x, y, width, height in the image's pixels), grown by ``margin``, made square."""
         from fer_lightning.deploy.faces import Box, crop_face
 
         try:
-            return crop_face(open_gray(path), Box(*box), self.margin, self.size)
+            return crop_face(open_gray(path, self.channels), Box(*box), self.margin, self.size)
         except ValueError as exc:
             if isinstance(exc, DatasetError):
                 raise

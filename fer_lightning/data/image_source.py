@@ -42,9 +42,11 @@ class Entry:
 class ImageFileSource:
     """A data source whose faces are image files under ``root``; subclasses list them in ``entries``.
 
-    ``image_size``: the side the faces are resized to (48: as FER-2013 and the shipped models). ``bad_images``:
-    ``error`` on a missing or unreadable image file, or ``skip`` it (counted in the log). Faces found in full
-    frames use ``detector``/``align``/``margin`` (``FaceCropper``); ``no_face``: ``skip`` (counted) or ``error``.
+    ``image_size``: the side the faces are resized to (48: as FER-2013 and the shipped models); ``channels``: 1
+    (grayscale, as FER-2013 and the shipped models) or 3 (RGB, for a network made with ``in_channels=3``).
+    ``bad_images``: ``error`` on a missing or unreadable image file, or ``skip`` it (counted in the log). Faces
+    found in full frames use ``detector``/``align``/``margin`` (``FaceCropper``); ``no_face``: ``skip`` (counted)
+    or ``error``.
     """
 
     name = "dataset"  # for messages and the cache file's name
@@ -55,6 +57,7 @@ class ImageFileSource:
         self,
         root: str | Path,
         image_size: int = 48,
+        channels: int = 1,
         bad_images: str = "error",
         detector: str = "auto",
         align: bool = True,
@@ -68,11 +71,13 @@ class ImageFileSource:
         ):
             if value not in choices:
                 raise ValueError(f"{option}={value!r} is not one of {', '.join(choices)}")
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
         self.root = Path(root).expanduser().absolute()
-        self.image_size, self.bad_images, self.no_face = image_size, bad_images, no_face
-        self.cropper = FaceCropper(detector, align, margin, image_size)
+        self.image_size, self.channels, self.bad_images, self.no_face = image_size, channels, bad_images, no_face
+        self.cropper = FaceCropper(detector, align, margin, image_size, channels)
         self.cache_dir = default_cache_dir(cache_dir)
 
     # -- what a reader provides ---------------------------------------------------------------------------------
@@ -81,7 +86,7 @@ class ImageFileSource:
 
     def read_face(self, entry: Entry) -> np.ndarray | None:
         """The face of ``entry`` (None: no face found in it); by default the whole image is the face."""
-        return whole_face(entry.path, self.image_size)
+        return whole_face(entry.path, self.image_size, self.channels)
 
     def options(self) -> list:
         """What else decides the arrays, for the cache key (the layout, the frames taken, the cropper)."""
@@ -108,6 +113,7 @@ class ImageFileSource:
             CACHE_VERSION,
             type(self).__name__,
             self.image_size,
+            self.channels,
             self.bad_images,
             self.no_face,
             self.options(),
@@ -129,9 +135,10 @@ class ImageFileSource:
             groups = None
             if subjects and all(e.subject is not None for e in chosen):
                 groups = torch.tensor([subject_id[e.subject] for e in chosen], dtype=torch.int64)
-            out[split] = SplitArrays(
-                torch.from_numpy(faces), torch.tensor([e.label for e in chosen], dtype=torch.int64), groups=groups
-            )
+            images = torch.from_numpy(faces)
+            if images.ndim == 4:  # (N, H, W, 3) -> (N, 3, H, W)
+                images = images.permute(0, 3, 1, 2).contiguous()
+            out[split] = SplitArrays(images, torch.tensor([e.label for e in chosen], dtype=torch.int64), groups=groups)
         return out
 
     def _read_or_skip(self, chosen: list[Entry]) -> Callable[[Path], np.ndarray | None]:

@@ -20,6 +20,7 @@ from fer_lightning import resolvers
 from fer_lightning.cli_errors import short_errors
 from fer_lightning.conf import CONF_DIR
 from fer_lightning.data.datamodule import FERDataModule
+from fer_lightning.data.splits import as_batch
 
 log = logging.getLogger("fer_lightning.data")
 
@@ -35,11 +36,12 @@ def save_augmented_grid(datamodule: FERDataModule, path: str | Path, per_class: 
     for row, name in enumerate(names):
         members = torch.nonzero(train.labels == row).flatten()
         chosen = members[torch.randperm(len(members), generator=generator)[:per_class]]
-        images = datamodule.augment(train.images[chosen].unsqueeze(1).float(), generator)
+        images = datamodule.augment(as_batch(train.images[chosen]), generator)
         for col, ax in enumerate(axes[row]):
             ax.axis("off")
             if col < len(images):
-                ax.imshow(images[col, 0].clamp(0, 255).numpy(), cmap="gray", vmin=0, vmax=255)
+                face = images[col].clamp(0, 255).permute(1, 2, 0).numpy() / 255
+                ax.imshow(face[..., 0] if face.shape[2] == 1 else face, cmap="gray", vmin=0, vmax=1)
         axes[row][0].set_title(f"{name} ({len(members)})", fontsize=7, loc="left")
     fig.tight_layout()
     path = Path(path)

@@ -12,7 +12,8 @@ import torch
 class SplitArrays:
     """One split held whole in memory.
 
-    ``images`` is uint8 (N, H, W) (48x48 for FER-2013) and ``labels`` int64 (N,). Keeping uint8 until the batch
+    ``images`` is uint8 (N, H, W) for grayscale faces (48x48 for FER-2013) or (N, C, H, W) for colour ones
+    (``data.source.channels=3``), and ``labels`` int64 (N,). Keeping uint8 until the batch
     reaches its device makes the whole of FER-2013 about 83 MB and host-to-device copies 4x smaller.
     ``targets``, float (N, classes), are soft training targets (FER+ vote distributions); the hard
     ``labels`` stay beside them for accuracy, class counts and stratified splits. ``groups``, int64 (N,), says
@@ -28,8 +29,10 @@ class SplitArrays:
 
     def __post_init__(self) -> None:
         n = self.images.shape[0] if self.images.ndim else 0
-        if self.images.dtype != torch.uint8 or self.images.ndim != 3:
-            raise ValueError(f"images must be uint8 (N, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        if self.images.dtype != torch.uint8 or self.images.ndim not in (3, 4):
+            raise ValueError(
+                f"images must be uint8 (N, H, W) or (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         if self.labels.shape != (n,):
             raise ValueError(f"labels must have shape ({n},), got {tuple(self.labels.shape)}")
         if self.targets is not None and (self.targets.ndim != 2 or self.targets.shape[0] != n):
@@ -51,6 +54,10 @@ class SplitArrays:
     def to(self, device: torch.device | str) -> SplitArrays:
         return self._map(lambda t: t.to(device))
 
+    @property
+    def channels(self) -> int:
+        return 1 if self.images.ndim == 3 else int(self.images.shape[1])
+
     @staticmethod
     def concat(splits: Sequence[SplitArrays]) -> SplitArrays:
         """The splits one after the other; an optional field is kept only when every split has it."""
@@ -64,3 +71,8 @@ class SplitArrays:
             parts = [getattr(s, f.name) for s in splits]
             values[f.name] = None if any(p is None for p in parts) else torch.cat(parts)
         return SplitArrays(**values)
+
+
+def as_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 faces (N, H, W) or (N, C, H, W) as the float (N, C, H, W) batch a network takes."""
+    return (images.unsqueeze(1) if images.ndim == 3 else images).float()

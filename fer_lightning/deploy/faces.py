@@ -214,22 +214,27 @@ def array_to_pil(array: np.ndarray) -> Image.Image:
 
 
 def crop_face(gray: np.ndarray, box: Box, margin: float = 0.1, size: int = FACE_SIZE) -> np.ndarray:
-    """The ``size`` x ``size`` uint8 face: ``box`` grown by ``margin`` per side, made square, edge-padded, resized."""
+    """The ``size`` x ``size`` uint8 face: ``box`` grown by ``margin`` per side, made square, edge-padded, resized
+    (a grayscale image (H, W), or colour (H, W, 3): the face keeps its channels)."""
     side = max(box.w, box.h) * (1 + 2 * margin)
     cx, cy = box.x + box.w / 2, box.y + box.h / 2
     left, top = round(cx - side / 2), round(cy - side / 2)
     side = max(1, round(side))
-    h, w = gray.shape
+    h, w = gray.shape[:2]
     inside = gray[max(0, top) : max(0, min(h, top + side)), max(0, left) : max(0, min(w, left + side))]
     if inside.size == 0:
         raise ValueError(f"face box {box.as_list()} lies outside the {w}x{h} image")
-    pad = ((max(0, -top), max(0, top + side - h)), (max(0, -left), max(0, left + side - w)))
+    pad = (
+        (max(0, -top), max(0, top + side - h)),
+        (max(0, -left), max(0, left + side - w)),
+        *[(0, 0)] * (gray.ndim - 2),
+    )
     square = np.pad(inside, pad, mode="edge") if any(any(p) for p in pad) else inside
     return resize_face(square, size)
 
 
 def resize_face(gray: np.ndarray, size: int = FACE_SIZE) -> np.ndarray:
     """Resize a grayscale face to ``size`` x ``size`` as the training-data reader does (PIL bilinear)."""
-    if gray.shape == (size, size):
+    if gray.shape[:2] == (size, size):
         return np.ascontiguousarray(gray, dtype=np.uint8)
     return np.asarray(Image.fromarray(gray).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)

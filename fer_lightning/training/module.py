@@ -16,10 +16,10 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchvision.transforms import v2
 
 from fer_lightning.evaluation.metrics import classification_metrics, flatten_metrics
-from fer_lightning.training.soft_targets import SoftTargets, distilled_targets
 from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
 from fer_lightning.training.sam import SAM
 from fer_lightning.training.schedules import training_progress
+from fer_lightning.training.soft_targets import SoftTargets, distilled_targets
 
 log = logging.getLogger("fer_lightning.training")
 
@@ -137,13 +137,18 @@ class FERClassifier(L.LightningModule):
     # ---- setup -----------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and datamodule.source_names and not self.source_names:
+        if getattr(datamodule, "source_names", ()) and not self.source_names:
             self.source_names = datamodule.source_names
             for role in ("val", "test"):
                 for i in range(len(self.source_names)):
                     self.source_acc[f"{role}_{i}"] = MulticlassAccuracy(len(self.class_names), average="micro")
         if stage != "fit" or datamodule is None:
             return
+        # The side the network sees: the training crop, else the data's faces (data.source.image_size).
+        train = getattr(datamodule, "splits", {}).get("train")
+        if train is not None:
+            crop = getattr(getattr(datamodule, "augment", None), "crop_size", None)
+            self.hparams["input_size"] = crop or int(train.images.shape[-1])
         mean, std = datamodule.input_mean_std
         self.input_mean.fill_(mean)
         self.input_std.fill_(std)
