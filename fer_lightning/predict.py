@@ -33,6 +33,9 @@ from fer_lightning.deploy.batching import Batcher, Pending
 from fer_lightning.deploy.faces import to_rgb
 from fer_lightning.deploy.options import add_recognizer_arguments, check_recognizer_arguments, load_recognizer
 from fer_lightning.deploy.recognizer import EmotionRecognizer, FaceResult, FoundFaces
+from fer_lightning.deploy.timeline import TimelineWriter
+from fer_lightning.deploy.tracking import FaceTracks
+from fer_lightning.deploy.video import read_frames
 
 __all__ = ["EmotionRecognizer", "FaceResult", "main", "run"]
 
@@ -100,6 +103,9 @@ def make_record(
         "emotion": result.emotion if result else None,
         "confidence": result.confidence if result else None,
         "probs": result.probs if result else None,
+        "track_id": result.track_id if result else None,
+        "smoothed_emotion": result.smoothed_emotion if result else None,
+        "smoothed_probs": result.smoothed_probs if result else None,
         "error": error,
     }
 
@@ -111,7 +117,8 @@ class RecordWriter:
         self.stream, self.fmt = stream, fmt
         self.columns = ["source", "frame", "time_s", "status", "face", "x", "y", "w", "h"]
         self.columns += ["detector", "detector_score", "emotion", "confidence"]
-        self.columns += [f"p_{name}" for name in class_names] + ["error"]
+        self.columns += [f"p_{name}" for name in class_names] + ["track_id", "smoothed_emotion"]
+        self.columns += [f"s_{name}" for name in class_names] + ["error"]
         self.csv = csv.DictWriter(stream, self.columns) if fmt == "csv" else None
         if self.csv:
             self.csv.writeheader()
@@ -123,6 +130,7 @@ class RecordWriter:
             row = {k: v for k, v in record.items() if k in self.columns}
             row.update(zip("xywh", record["box"] or [None] * 4))
             row.update({f"p_{k}": v for k, v in (record["probs"] or {}).items()})
+            row.update({f"s_{k}": v for k, v in (record["smoothed_probs"] or {}).items()})
             self.csv.writerow(row)
         self.stream.flush()
 
@@ -176,37 +184,6 @@ def process_image(
     batcher.add(Pending(path, None, None, boxes, faces, canvas, sink, canvas_scale=scale))
 
 
-def read_frames(
-    capture: cv2.VideoCapture, every: int, max_frames: int | None, camera: bool, seen: list[int] | None = None
-) -> Iterator[tuple[int, float, np.ndarray]]:
-    """(frame index, seconds, BGR frame) for every ``every``-th frame; file times from the frame rate, camera
-    times from the wall clock (webcams report nominal rates). ``seen`` (if given) gets the number of frames
-    decoded, and, when the video ran out before ``max_frames``, -1 appended."""
-    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    start, index, taken = time.monotonic(), -1, 0
-    seen = seen if seen is not None else []
-    seen[:] = [0]
-    while max_frames is None or taken < max_frames:
-        if not capture.grab():
-            seen.append(-1)
-            return
-        index += 1
-        if index % every:
-            seen[0] = index + 1
-            continue
-        ok, frame = capture.retrieve()
-        if not ok:
-            seen.append(-1)
-            return
-        seen[0] = index + 1
-        taken += 1
-        if camera or fps <= 0:
-            seconds = time.monotonic() - start if camera else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
-        else:
-            seconds = index / fps
-        yield index, seconds, frame
-
-
 def process_video(
     item: Input,
     recognizer: EmotionRecognizer,
@@ -225,7 +202,7 @@ def process_video(
     expected = -(-total // every) if total > 0 else None
     if expected is not None and max_frames is not None:
         expected = min(expected, max_frames)
-    stem = Path(str(item.source)).stem if item.kind == "video" else f"camera_{item.source}"
+    stem = _stem(item)
     target = annotate.reserve(stem, ".mp4") if annotate else None
 
     def sink(drawn: np.ndarray) -> None:
@@ -269,6 +246,10 @@ def process_video(
             f"{item.name}: the video ended after {seen[0]} of its {total} frames (truncated or damaged file); "
             "the frames before that were processed"
         )
+
+
+def _stem(item: Input) -> str:
+    return Path(str(item.source)).stem if item.kind == "video" else f"camera_{item.source}"
 
 
 # ---- look-ahead ------------------------------------------------------------------------------------------------
@@ -322,6 +303,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="auto: Grad-CAM for --ckpt, occlusion (gradient-free, slower) for ONNX models",
     )
     parser.add_argument("--every", type=int, default=1, metavar="N", help="video: process every N-th frame")
+    parser.add_argument(
+        "--smooth",
+        type=float,
+        default=0.5,
+        metavar="SECONDS",
+        help="video: smooth each person's probabilities over time, time constant SECONDS (0: off)",
+    )
+    parser.add_argument(
+        "--max-gap",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="video: a person unseen for longer than this gets a new track ID when seen again",
+    )
+    parser.add_argument(
+        "--timeline",
+        type=Path,
+        metavar="DIR",
+        help="video: per person a CSV and a plot of the emotions over time, and a summary (DIR/<video stem>/)",
+    )
     parser.add_argument("--max-frames", type=int, metavar="N", help="video / webcam: stop after N processed frames")
     parser.add_argument("--batch-size", type=int, default=64, help="faces per classifier call")
     parser.add_argument(
@@ -340,6 +341,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if min(args.every, args.batch_size, args.workers) < 1 or (args.max_frames is not None and args.max_frames < 1):
         parser.error("--every, --batch-size, --workers and --max-frames must be >= 1")
+    if args.smooth < 0 or args.max_gap < 0:
+        parser.error("--smooth and --max-gap are seconds, >= 0")
+    if args.timeline is not None and args.timeline.exists() and not args.timeline.is_dir():
+        parser.error(f"--timeline {args.timeline} is a file, not a folder")
     check_recognizer_arguments(parser, args)
     if args.annotate is not None and args.annotate.exists() and not args.annotate.is_dir():
         parser.error(f"--annotate {args.annotate} is a file, not a folder")
@@ -358,10 +363,16 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
         explain = ExplanationFolder(args.explain, recognizer, args.explain_method)
 
     processed = 0
+    tracks: dict[str, FaceTracks] = {}  # per video: who is who, and their smoothed probabilities
+    timelines: dict[str, TimelineWriter] = {}
 
     def done(item: Pending) -> None:
         nonlocal processed
         processed += 1
+        if item.frame is not None:  # a video frame: tracked and smoothed (drawn so, too); photos never are
+            item.results = tracks[item.source].update(item.results, item.time_s)
+            if item.source in timelines:
+                timelines[item.source].add(item.frame, item.time_s, item.results)
         write_records(item, writer, recognizer.detector_name)
         if explain is not None:
             explain.write(item.source, item.frame, item.faces, item.results)
@@ -376,7 +387,16 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
             if item.kind == "image":
                 process_image(str(item.source), recognizer, batcher, annotate, found and found.result())
             else:
-                process_video(item, recognizer, batcher, annotate, args.every, args.max_frames, args.progress)
+                tracks[item.name] = FaceTracks(args.smooth, args.max_gap)
+                if args.timeline is not None:
+                    timelines[item.name] = TimelineWriter(args.timeline, _stem(item), recognizer.class_names)
+                try:
+                    process_video(item, recognizer, batcher, annotate, args.every, args.max_frames, args.progress)
+                finally:  # a truncated video, Ctrl-C on a webcam: the timeline of the frames processed
+                    batcher.flush()
+                    tracks.pop(item.name)
+                    if item.name in timelines:
+                        timelines.pop(item.name).write()
         except (ValueError, OSError, cv2.error) as exc:
             batcher.flush()  # keep the records in input order
             failed += 1

@@ -212,6 +212,9 @@ def test_cli_video_rows_with_frame_and_time_and_annotated_video(tmp_path, tmp_pa
         "emotion",
         "confidence",
         *[f"p_{c}" for c in CLASSES],
+        "track_id",
+        "smoothed_emotion",
+        *[f"s_{c}" for c in CLASSES],
         "error",
     ]
     assert sum(float(rows[0][f"p_{c}"]) for c in CLASSES) == pytest.approx(1.0, abs=1e-4)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,6 +36,9 @@ from fer_lightning.deploy.faces import (
 )
 from fer_lightning.deploy.pretrained import DEFAULT, PRETRAINED, pretrained_path
 
+if TYPE_CHECKING:
+    from fer_lightning.deploy.video import FrameResult
+
 DETECTORS = (*detectors.NAMES, "none")  # auto (the best installed), retinaface, haar; none: the image is the face
 CLASS_NAMES_KEY = "class_names"  # ONNX metadata_props key written by fer-export
 MIN_SIDE = 32  # smallest max_side: the detectors' smallest input (the Haar cascade's window is 24 px, RetinaFace's 32)
@@ -46,7 +49,9 @@ class FaceResult:
     """One face: its ``box`` [x, y, w, h] in pixels of the upright image, the top ``emotion`` with its
     ``confidence``, and ``probs`` for every class (they sum to 1); the ``detector`` that found it (``retinaface``,
     ``haar``, ``none``) and its ``detector_score`` (RetinaFace: the face probability; None for Haar and none,
-    which give no score)."""
+    which give no score). In a video or stream (``stream``, ``fer_lightning.deploy.tracking``): the person's
+    ``track_id``, and the probabilities smoothed over that person's frames with their top emotion; None for
+    photos, which are never smoothed."""
 
     box: list[int]
     emotion: str
@@ -54,6 +59,9 @@ class FaceResult:
     probs: dict[str, float]
     detector: str | None = None
     detector_score: float | None = None
+    track_id: int | None = None
+    smoothed_emotion: str | None = None
+    smoothed_probs: dict[str, float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -339,6 +347,27 @@ class EmotionRecognizer:
                 )
             )
         return out
+
+    def stream(
+        self,
+        source: str | Path | int | Iterable[np.ndarray],
+        every: int = 1,
+        smooth: float = 0.5,
+        max_gap: float = 1.0,
+        fps: float = 30.0,
+    ) -> Iterator[FrameResult]:
+        """The faces of every ``every``-th frame of a video file, a webcam (its index) or an iterable of RGB frames
+        (timed at ``fps``), one ``FrameResult`` per frame as it comes: each face with its ``track_id`` (the same
+        person keeps it across frames, through gaps up to ``max_gap`` seconds) and its probabilities smoothed
+        over that person's frames (time constant ``smooth`` seconds; 0: off). See
+        ``fer_lightning.deploy.tracking``.
+
+            >>> for frame in recognizer.stream("interview.mp4", smooth=0.5):
+            ...     print(frame.time_s, [(f.track_id, f.smoothed_emotion) for f in frame.faces])
+        """
+        from fer_lightning.deploy.video import stream_faces
+
+        return stream_faces(self, source, every, smooth, max_gap, fps)
 
     def predict(self, image: str | Path | Image.Image | np.ndarray) -> list[FaceResult]:
         """Every face found in ``image`` (a path, a PIL image, or a numpy array (H, W), (H, W, 3) RGB or

@@ -22,7 +22,7 @@ ASTRONAUT = Path(find_spec("skimage").submodule_search_locations[0]) / "data" / 
 # centre within 5 px, a 176x221 box).
 GRACE_FACE_CENTRE, GRACE_FACE_SIDE = (265, 215), 231
 RECORD_KEYS = {"source", "frame", "time_s", "status", "face", "box", "emotion", "confidence", "probs", "error"}
-RECORD_KEYS |= {"detector", "detector_score"}
+RECORD_KEYS |= {"detector", "detector_score", "track_id", "smoothed_emotion", "smoothed_probs"}
 
 _made: dict[str, Path] = {}
 
@@ -79,6 +79,12 @@ def check_record(record: dict, class_names: list[str]) -> None:
         assert record["detector"] in ("retinaface", "haar", "none")
         assert (record["detector_score"] is None) == (record["detector"] != "retinaface")
         assert record["detector_score"] is None or 0 < record["detector_score"] <= 1
+        if record["frame"] is None:  # a photo: never tracked nor smoothed
+            assert record["track_id"] is record["smoothed_emotion"] is record["smoothed_probs"] is None
+        else:
+            assert isinstance(record["track_id"], int) and list(record["smoothed_probs"]) == class_names
+            assert sum(record["smoothed_probs"].values()) == pytest.approx(1.0, abs=1e-4)
+            assert record["smoothed_emotion"] == max(record["smoothed_probs"], key=record["smoothed_probs"].get)
     else:
         assert record["face"] is record["box"] is record["emotion"] is record["probs"] is record["confidence"] is None
         assert record["detector_score"] is None

@@ -1,0 +1,101 @@
+"""Frames from videos, webcams and in-memory frame iterators, and the per-frame tracked results of a stream.
+
+``read_frames`` is what ``fer-predict`` and ``EmotionRecognizer.stream`` both read videos with; ``stream_faces``
+is ``EmotionRecognizer.stream``: every frame's faces found, classified, tracked and smoothed
+(``fer_lightning.deploy.tracking``), one ``FrameResult`` per frame, as the frames come (a webcam is never read
+ahead).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from fer_lightning.deploy.recognizer import FaceResult
+from fer_lightning.deploy.tracking import FaceTracks
+
+if TYPE_CHECKING:
+    from fer_lightning.deploy.recognizer import EmotionRecognizer
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """One frame of a video or stream: its index, its time in seconds, and its faces (tracked, smoothed)."""
+
+    frame: int
+    time_s: float
+    faces: list[FaceResult]
+
+
+def read_frames(
+    capture: cv2.VideoCapture, every: int, max_frames: int | None, camera: bool, seen: list[int] | None = None
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(frame index, seconds, BGR frame) for every ``every``-th frame; file times from the frame rate, camera
+    times from the wall clock (webcams report nominal rates). ``seen`` (if given) gets the number of frames
+    decoded, and, when the video ran out before ``max_frames``, -1 appended."""
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    start, index, taken = time.monotonic(), -1, 0
+    seen = seen if seen is not None else []
+    seen[:] = [0]
+    while max_frames is None or taken < max_frames:
+        if not capture.grab():
+            seen.append(-1)
+            return
+        index += 1
+        if index % every:
+            seen[0] = index + 1
+            continue
+        ok, frame = capture.retrieve()
+        if not ok:
+            seen.append(-1)
+            return
+        seen[0] = index + 1
+        taken += 1
+        if camera or fps <= 0:
+            seconds = time.monotonic() - start if camera else capture.get(cv2.CAP_PROP_POS_MSEC) / 1000
+        else:
+            seconds = index / fps
+        yield index, seconds, frame
+
+
+def rgb_frames(
+    source: str | Path | int | Iterable[np.ndarray], every: int = 1, fps: float = 30.0
+) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(index, seconds, RGB frame) from a video file, a webcam index, or an iterable of RGB frames (timed at
+    ``fps``)."""
+    if every < 1:
+        raise ValueError(f"every must be >= 1, got {every}")
+    if isinstance(source, str | Path | int):
+        camera = isinstance(source, int)
+        capture = cv2.VideoCapture(source if camera else str(source))
+        if not capture.isOpened():
+            raise ValueError(f"{source}: cannot open as a video{' (no such camera?)' if camera else ''}")
+        try:
+            for index, seconds, frame in read_frames(capture, every, None, camera):
+                yield index, seconds, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        finally:
+            capture.release()
+        return
+    for index, frame in enumerate(source):
+        if index % every == 0:
+            yield index, index / fps, np.asarray(frame)
+
+
+def stream_faces(
+    recognizer: EmotionRecognizer,
+    source: str | Path | int | Iterable[np.ndarray],
+    every: int = 1,
+    smooth: float = 0.5,
+    max_gap: float = 1.0,
+    fps: float = 30.0,
+) -> Iterator[FrameResult]:
+    tracks = FaceTracks(smooth, max_gap)
+    for index, seconds, rgb in rgb_frames(source, every, fps):
+        boxes, faces = recognizer.find_faces(rgb)
+        yield FrameResult(index, seconds, tracks.update(recognizer.results(boxes, recognizer.classify(faces)), seconds))
