@@ -171,3 +171,32 @@ def test_an_onnx_server_never_imports_torch(onnx_path):
 def test_cli_reports_a_model_it_cannot_load(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "missing.onnx")]) == 2
     assert "missing.onnx" in capsys.readouterr().err
+
+
+def test_webcam_stream_frames_are_tracked_and_smoothed_as_fer_predict_does_a_video(client, recognizer):
+    from fer_lightning.deploy.tracking import FaceTracks
+
+    photo = GRACE_HOPPER.read_bytes()
+    tracks, answers = FaceTracks(0.5), []
+    for k, time_s in enumerate((0.0, 0.2, 0.4)):
+        response = client.post(
+            f"/api/predict?stream=camA&time={time_s}", files={"image": ("f.jpg", photo, "image/jpeg")}
+        )
+        assert response.status_code == 200
+        (record,) = response.json()["records"]
+        check_record({**record, "frame": k}, list(EMOTIONS))
+        answers.append(record)
+        expected = tracks.update(recognizer.predict(GRACE_HOPPER), time_s)[0]
+        assert record["track_id"] == expected.track_id == 1 and record["time_s"] == time_s
+        assert record["smoothed_probs"] == pytest.approx(expected.smoothed_probs, abs=1e-6)
+    other = client.post("/api/predict?stream=camB&time=0", files={"image": ("f.jpg", photo, "image/jpeg")})
+    assert other.json()["records"][0]["track_id"] == 1  # each stream has its own tracks
+    plain = client.post("/api/predict", files={"image": ("f.jpg", photo, "image/jpeg")}).json()["records"][0]
+    assert plain["track_id"] is None and plain["smoothed_probs"] is None  # a photo is never smoothed
+    for query, code in (
+        ("stream=a%20b&time=1", "bad_stream"),
+        ("stream=camA", "bad_time"),
+        ("stream=x&time=-1", "bad_time"),
+    ):
+        response = client.post(f"/api/predict?{query}", files={"image": ("f.jpg", photo, "image/jpeg")})
+        assert response.status_code == 400 and response.json()["code"] == code

@@ -98,11 +98,15 @@ def test_webcam_frames_are_boxed_live(page):
     page.set_checked("#explain", False)
     page.click("#webcam")
     page.wait_for_selector("#boxes .face-box")
-    assert re.fullmatch(rf"({'|'.join(EMOTIONS)}) \d+%", page.locator(".face-label").first.inner_text())
+    # a tracked person: "#1 happy 87%", the smoothed emotion, and the same ID frame after frame
+    assert re.fullmatch(rf"#1 ({'|'.join(EMOTIONS)}) \d+%", page.locator(".face-label").first.inner_text())
     assert page.locator("#video").is_visible() and page.locator("#webcam").inner_text() == "Stop webcam"
     page.wait_for_function("document.getElementById('status').textContent === '1 face found.'")
+    page.wait_for_function("Number(document.getElementById('plot').dataset.points) >= 3")  # the live plot fills
+    assert page.locator("#plot").is_visible() and page.locator("#plot").get_attribute("data-track") == "1"
+    assert page.locator(".face-card h2").first.inner_text().startswith("Person #1: ")
     page.click("#webcam")
-    assert page.locator("#webcam").inner_text() == "Start webcam"
+    assert page.locator("#webcam").inner_text() == "Start webcam" and not page.locator("#plot").is_visible()
 
 
 def test_screenshot_command_writes_the_readme_image(tmp_path, recognizer, browser):

@@ -22,8 +22,10 @@ import argparse
 import base64
 import io
 import logging
+import re
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from starlette.concurrency import run_in_threadpool
 from fer_lightning.deploy.explain import METHODS, Explainer, overlay
 from fer_lightning.deploy.options import add_recognizer_arguments, check_recognizer_arguments, load_recognizer
 from fer_lightning.deploy.recognizer import EmotionRecognizer
+from fer_lightning.deploy.tracking import FaceTracks
 from fer_lightning.predict import make_record
 
 log = logging.getLogger("fer_lightning.serve")
@@ -48,6 +51,8 @@ DEFAULT_MAX_PIXELS = 50_000_000  # decoded size: a small file can hold a huge im
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and headers around the file, allowed on top of the limit
 DRAIN_FACTOR = 4  # a too-large body is read (and dropped) up to this many limits, so the client gets the 413
 FIELD_NAMES = ("image", "file")
+MAX_STREAMS = 32  # webcam streams whose tracks are kept at once
+STREAM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class ApiError(Exception):
@@ -197,8 +202,12 @@ def png_data_url(rgb: np.ndarray) -> str:
 class Service:
     """The recognizer (and heat maps) behind a lock: OpenCV's cascade is not safe to share between threads."""
 
-    def __init__(self, recognizer: EmotionRecognizer, explain: str = "auto") -> None:
+    def __init__(self, recognizer: EmotionRecognizer, explain: str = "auto", smooth: float = 0.5) -> None:
         self.recognizer = recognizer
+        # Webcam streams (``stream=ID``): each its own tracks and smoothing, as fer-predict gives a video; the
+        # least recently seen are forgotten beyond MAX_STREAMS.
+        self.streams: OrderedDict[str, FaceTracks] = OrderedDict()
+        self.smooth = smooth
         self.explainer: Explainer | None = None
         if explain != "off":
             try:
@@ -207,15 +216,27 @@ class Service:
                 log.warning("no heat maps: %s", exc)
         self.lock = threading.Lock()
 
-    def analyse(self, image: Image.Image, name: str, explain: bool) -> dict:
+    def tracks(self, stream: str) -> FaceTracks:
+        tracks = self.streams.pop(stream, None) or FaceTracks(self.smooth)
+        self.streams[stream] = tracks
+        while len(self.streams) > MAX_STREAMS:
+            self.streams.popitem(last=False)
+        return tracks
+
+    def analyse(
+        self, image: Image.Image, name: str, explain: bool, stream: str | None = None, time_s: float | None = None
+    ) -> dict:
         with self.lock:
             boxes, faces = self.recognizer.find_faces(image)  # in colour: the colour detectors use it
             results = self.recognizer.results(boxes, self.recognizer.classify(faces))
+            if stream is not None:  # a frame of a webcam stream: the same tracking and smoothing as a video
+                results = self.tracks(stream).update(results, time_s or 0.0)
             payload = {"source": name, "width": image.width, "height": image.height}
             if not results:
                 record = make_record(name, "no_face", detector=self.recognizer.detector_name)
                 raise ApiError(422, "no_face", f"no face found in {name}", **payload, records=[record])
-            payload["records"] = [make_record(name, "ok", face=i, result=r) for i, r in enumerate(results)]
+            frame = {"time_s": time_s} if stream is not None else {}
+            payload["records"] = [make_record(name, "ok", face=i, result=r, **frame) for i, r in enumerate(results)]
             if explain and self.explainer is not None:
                 maps = self.explainer.for_results(faces, results)
                 payload["explanations"] = [
@@ -231,12 +252,14 @@ def create_app(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     explain: str = "auto",
+    smooth: float = 0.5,
 ) -> FastAPI:
     """The FastAPI app: ``/`` (the page), ``/static/*``, ``GET /api/info`` and ``POST /api/predict``.
 
-    ``explain``: the heat-map method (``auto``, ``gradcam``, ``occlusion``) or ``off``."""
+    ``explain``: the heat-map method (``auto``, ``gradcam``, ``occlusion``) or ``off``; ``smooth``: the time
+    constant in seconds of a webcam stream's smoothing (0: off)."""
     limit = int(max_upload_mb * 2**20)
-    service = Service(recognizer, explain)
+    service = Service(recognizer, explain, smooth)
     # No /docs page: Swagger UI loads from a CDN, and this server must work offline. /api/openapi.json stays.
     app = FastAPI(title="fer-lightning", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     app.state.service = service
@@ -263,13 +286,25 @@ def create_app(
         }
 
     @app.post("/api/predict")
-    async def predict(request: Request, explain: bool = False, name: str | None = None) -> dict:
-        """Every face in the image: ``fer-predict``'s records, plus heat maps with ``explain=true``."""
+    async def predict(
+        request: Request,
+        explain: bool = False,
+        name: str | None = None,
+        stream: str | None = None,
+        time: float | None = None,
+    ) -> dict:
+        """Every face in the image: ``fer-predict``'s records, plus heat maps with ``explain=true``. A frame of a
+        stream (``stream=ID&time=SECONDS``, the web page's webcam) gets the faces' track IDs and smoothed
+        probabilities, as a video does in fer-predict."""
+        if stream is not None and not STREAM_ID.fullmatch(stream):
+            raise ApiError(400, "bad_stream", "stream must be 1-64 letters, digits, '-' or '_'")
+        if stream is not None and (time is None or not 0 <= time < 1e7):
+            raise ApiError(400, "bad_time", "a stream frame needs time=SECONDS, its time in the stream (>= 0)")
         body = await read_body(request, limit)
         data, name = extract_image(body, request.headers.get("content-type", ""), name, limit)
         image = decode_image(data, name, max_pixels)
         del body, data
-        return await run_in_threadpool(service.analyse, image, name, explain)
+        return await run_in_threadpool(service.analyse, image, name, explain, stream, time)
 
     return app
 
@@ -290,11 +325,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="heat maps: auto (Grad-CAM for --ckpt, occlusion for ONNX), gradcam, occlusion, off",
     )
+    parser.add_argument(
+        "--smooth", type=float, default=0.5, metavar="SECONDS", help="webcam: smoothing time constant (0: off)"
+    )
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads (default: one per core)")
     parser.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     args = parser.parse_args(argv)
     if args.max_upload_mb <= 0 or args.max_megapixels <= 0:
         parser.error("--max-upload-mb and --max-megapixels must be > 0")
+    if args.smooth < 0:
+        parser.error("--smooth is seconds, >= 0")
     check_recognizer_arguments(parser, args)
     return args
 
@@ -313,7 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"fer-serve: error: {exc}", file=sys.stderr)
         return 2
-    app = create_app(recognizer, name, args.max_upload_mb, int(args.max_megapixels * 1e6), args.explain)
+    app = create_app(recognizer, name, args.max_upload_mb, int(args.max_megapixels * 1e6), args.explain, args.smooth)
     print(f"fer-serve: {name} on http://{args.host}:{args.port}/  (Ctrl-C to stop)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0

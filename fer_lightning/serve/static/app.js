@@ -3,7 +3,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { info: null, stream: null, live: false, photoUrl: null };
+const state = { info: null, stream: null, live: false, photoUrl: null, streamId: null, started: 0, history: [] };
+const PLOT_SECONDS = 10; // the live plot shows the last seconds of the largest face's smoothed probabilities
 
 function setStatus(text) {
   $("status").textContent = text;
@@ -33,9 +34,11 @@ async function loadInfo() {
   }
 }
 
-async function postImage(body, name) {
-  const explain = $("explain").checked ? "true" : "false";
-  const url = `/api/predict?explain=${explain}&name=${encodeURIComponent(name)}`;
+async function postImage(body, name, time) {
+  const explain = $("explain").checked && time === undefined ? "true" : "false";
+  let url = `/api/predict?explain=${explain}&name=${encodeURIComponent(name)}`;
+  // A webcam frame: the server tracks the faces of this stream and smooths each person's probabilities.
+  if (time !== undefined) url += `&stream=${state.streamId}&time=${time.toFixed(3)}`;
   const response = await fetch(url, { method: "POST", body });
   let data = null;
   try {
@@ -63,17 +66,63 @@ function drawBoxes(records, width, height) {
     box.style.height = `${(100 * h) / height}%`;
     const label = document.createElement("span");
     label.className = "face-label";
-    label.textContent = `${record.emotion} ${percent(record.confidence)}`;
+    label.textContent = shownLabel(record);
     box.append(label);
     layer.append(box);
   });
+}
+
+function shownEmotion(record) {
+  // A tracked webcam face shows its smoothed emotion and probabilities, a photo its own.
+  return record.track_id == null
+    ? [record.emotion, record.confidence, record.probs]
+    : [record.smoothed_emotion, record.smoothed_probs[record.smoothed_emotion], record.smoothed_probs];
+}
+
+function shownLabel(record) {
+  const [emotion, confidence] = shownEmotion(record);
+  const who = record.track_id == null ? "" : `#${record.track_id} `;
+  return `${who}${emotion} ${percent(confidence)}`;
+}
+
+function plotHistory(records, time) {
+  // The largest face (records come largest first): its smoothed probabilities over the last PLOT_SECONDS.
+  const face = records.find((record) => record.track_id != null);
+  if (face) state.history.push({ time, track: face.track_id, probs: face.smoothed_probs });
+  state.history = state.history.filter((point) => point.time >= time - PLOT_SECONDS);
+  const canvas = $("plot");
+  canvas.hidden = false;
+  const ctx = canvas.getContext("2d");
+  const width = canvas.width;
+  const height = canvas.height;
+  ctx.clearRect(0, 0, width, height);
+  const points = face ? state.history.filter((point) => point.track === face.track_id) : [];
+  const names = state.info ? state.info.class_names : face ? Object.keys(face.smoothed_probs) : [];
+  const colours = ["#d62728", "#8c564b", "#9467bd", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f", "#e377c2"];
+  names.forEach((name, i) => {
+    ctx.strokeStyle = colours[i % colours.length];
+    ctx.beginPath();
+    points.forEach((point, k) => {
+      const x = width - ((time - point.time) / PLOT_SECONDS) * width;
+      const y = height - point.probs[name] * (height - 14);
+      if (k === 0) ctx.moveTo(x, y);
+      else ctx.lineTo(x, y);
+    });
+    ctx.stroke();
+    ctx.fillStyle = colours[i % colours.length];
+    ctx.fillText(name, 4 + i * (width / names.length), 10);
+  });
+  canvas.dataset.points = String(points.length);
+  canvas.dataset.track = face ? String(face.track_id) : "";
 }
 
 function faceCard(record, explanation) {
   const card = document.createElement("article");
   card.className = "face-card";
   const title = document.createElement("h2");
-  title.textContent = `Face ${record.face + 1}: ${record.emotion} (${percent(record.confidence)})`;
+  const [emotion, confidence, probs] = shownEmotion(record);
+  const who = record.track_id == null ? `Face ${record.face + 1}` : `Person #${record.track_id}`;
+  title.textContent = `${who}: ${emotion} (${percent(confidence)})`;
   card.append(title);
   if (explanation) {
     const heat = document.createElement("img");
@@ -85,9 +134,9 @@ function faceCard(record, explanation) {
     note.textContent = `what drove "${record.emotion}" (${explanation.method}; red: the most)`;
     card.append(heat, note);
   }
-  Object.entries(record.probs).forEach(([name, p]) => {
+  Object.entries(probs).forEach(([name, p]) => {
     const row = document.createElement("div");
-    row.className = name === record.emotion ? "bar-row top" : "bar-row";
+    row.className = name === emotion ? "bar-row top" : "bar-row";
     const label = document.createElement("span");
     label.className = "bar-name";
     label.textContent = name;
@@ -106,9 +155,10 @@ function faceCard(record, explanation) {
   return card;
 }
 
-function render(result, live) {
+function render(result, live, time) {
   clearResults();
   const data = result.data || {};
+  if (live) plotHistory(result.ok ? data.records : [], time);
   if (!result.ok) {
     if (data.code === "no_face") {
       showError(live ? "" : `${data.error}: try a photo with a frontal face.`);
@@ -173,6 +223,9 @@ async function startWebcam() {
   $("photo").hidden = true;
   $("stage").hidden = false;
   state.live = true;
+  state.streamId = `cam${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+  state.started = performance.now();
+  state.history = [];
   $("webcam").textContent = "Stop webcam";
   $("webcam").classList.add("live");
   setStatus("Webcam on.");
@@ -184,6 +237,7 @@ function stopWebcam() {
   state.live = false;
   state.stream.getTracks().forEach((track) => track.stop());
   state.stream = null;
+  $("plot").hidden = true;
   $("video").srcObject = null;
   $("webcam").textContent = "Start webcam";
   $("webcam").classList.remove("live");
@@ -204,8 +258,9 @@ async function webcamLoop() {
     canvas.getContext("2d").drawImage(video, 0, 0);
     const frame = await new Promise((resolve) => canvas.toBlob(resolve, "image/jpeg", 0.85));
     try {
-      const result = await postImage(frame, "webcam");
-      if (state.live) render(result, true);
+      const time = (performance.now() - state.started) / 1000;
+      const result = await postImage(frame, "webcam", time);
+      if (state.live) render(result, true, time);
     } catch (err) {
       showError(`The server cannot be reached: ${err.message}`);
       await new Promise((resolve) => setTimeout(resolve, 1000));
