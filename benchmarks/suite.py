@@ -14,6 +14,7 @@ are run and left out. Rows, one function each (each returns ``Row``\\ s; see the
 5. peak resident memory of a cnn3 ``train.py`` run on FER-2013-sized data (``system``)
 6. deploy latency: detection, end-to-end photo and batched classification, PyTorch vs ONNX Runtime (``deploy``)
 7. face detectors: recall on a labelled set and photos/s end to end of every installed one vs Haar (``detectors``)
+8. video end to end, frames/s: decode + detect + classify + track + smooth vs the untracked per-frame path (``video``)
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from benchmarks.deploy import deploy_rows
 from benchmarks.detectors import carry_section, detector_rows
 from benchmarks.system import dataset_load_rows, peak_rss_rows
 from benchmarks.train import epoch_time_rows, framework_rows, stem_rows
+from benchmarks.video import video_rows
 from fer_lightning.data.synthetic import generate_faces
 from fer_lightning.resolvers import best_precision
 
@@ -69,6 +71,7 @@ class Sizes:
     deploy_batch: int = 256  # ...and faces per batched call
     detector_scenes: int = 8  # row 7: composite scenes per kind in the labelled set (benchmarks.detectors)
     detector_12mp: int = 4  # ...and of them scaled to 12 MP for the end-to-end rate
+    video_frames: int = 150  # row 8: frames of the 640x480 clip
 
 
 FULL = Sizes()
@@ -86,6 +89,7 @@ QUICK = Sizes(
     rss_train_batches=10,
     detector_scenes=2,
     detector_12mp=1,
+    video_frames=40,
 )
 
 
@@ -135,6 +139,7 @@ def collect_rows(sizes: Sizes, workdir: Path, fer2013_dir: str | None = None) ->
         ("peak RSS", partial(peak_rss_rows, fer2013_dir, sizes.rss_train_batches, workdir, sizes.rss_sizes)),
         ("deploy latency", partial(deploy_rows, sizes.deploy_repeats, sizes.deploy_batch)),
         ("face detectors", partial(detector_rows, 0, sizes.detector_scenes, sizes.detector_12mp)),
+        ("video", partial(video_rows, sizes.video_frames, torch.get_num_threads())),
     ]
     rows: list[Row] = []
     for name, step in steps:

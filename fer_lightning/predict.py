@@ -35,7 +35,7 @@ from fer_lightning.deploy.options import add_recognizer_arguments, check_recogni
 from fer_lightning.deploy.recognizer import EmotionRecognizer, FaceResult, FoundFaces
 from fer_lightning.deploy.timeline import TimelineWriter
 from fer_lightning.deploy.tracking import FaceTracks
-from fer_lightning.deploy.video import read_frames
+from fer_lightning.deploy.video import faces_of_frame, read_frames
 
 __all__ = ["EmotionRecognizer", "FaceResult", "main", "run"]
 
@@ -192,6 +192,8 @@ def process_video(
     every: int,
     max_frames: int | None,
     progress: bool | None,
+    tracks: FaceTracks,
+    detect_every: int = 1,
 ) -> None:
     capture = cv2.VideoCapture(item.source)
     if not capture.isOpened():
@@ -227,11 +229,11 @@ def process_video(
             leave=False,
         )
         for index, seconds, frame in bar:
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            boxes, faces, ids = faces_of_frame(recognizer, tracks, rgb, seconds, frames % detect_every == 0)
             frames += 1
-            boxes, faces = recognizer.find_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-            batcher.add(
-                Pending(item.name, index, seconds, boxes, faces, frame if target else None, sink if target else None)
-            )
+            canvas, draw = (frame, sink) if target else (None, None)
+            batcher.add(Pending(item.name, index, seconds, boxes, faces, canvas, draw, track_ids=ids))
     finally:
         batcher.flush()  # also on Ctrl-C (how a webcam run ends): the frames read so far are reported and written
         capture.release()
@@ -304,6 +306,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--every", type=int, default=1, metavar="N", help="video: process every N-th frame")
     parser.add_argument(
+        "--detect-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="video: find faces in every N-th processed frame; in between, the tracks carry them (faster)",
+    )
+    parser.add_argument(
         "--smooth",
         type=float,
         default=0.5,
@@ -339,8 +348,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="video progress bar (default: when stderr is a terminal)",
     )
     args = parser.parse_args(argv)
-    if min(args.every, args.batch_size, args.workers) < 1 or (args.max_frames is not None and args.max_frames < 1):
-        parser.error("--every, --batch-size, --workers and --max-frames must be >= 1")
+    if min(args.every, args.batch_size, args.workers, args.detect_every) < 1 or (
+        args.max_frames is not None and args.max_frames < 1
+    ):
+        parser.error("--every, --detect-every, --batch-size, --workers and --max-frames must be >= 1")
     if args.smooth < 0 or args.max_gap < 0:
         parser.error("--smooth and --max-gap are seconds, >= 0")
     if args.timeline is not None and args.timeline.exists() and not args.timeline.is_dir():
@@ -369,8 +380,8 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
     def done(item: Pending) -> None:
         nonlocal processed
         processed += 1
-        if item.frame is not None:  # a video frame: tracked and smoothed (drawn so, too); photos never are
-            item.results = tracks[item.source].update(item.results, item.time_s)
+        if item.track_ids is not None:  # a video frame: tracked and smoothed (drawn so, too); photos never are
+            item.results = tracks[item.source].smooth(item.results, item.track_ids, item.time_s)
             if item.source in timelines:
                 timelines[item.source].add(item.frame, item.time_s, item.results)
         write_records(item, writer, recognizer.detector_name)
@@ -391,7 +402,17 @@ def run(args: argparse.Namespace, stream: IO[str]) -> int:
                 if args.timeline is not None:
                     timelines[item.name] = TimelineWriter(args.timeline, _stem(item), recognizer.class_names)
                 try:
-                    process_video(item, recognizer, batcher, annotate, args.every, args.max_frames, args.progress)
+                    process_video(
+                        item,
+                        recognizer,
+                        batcher,
+                        annotate,
+                        args.every,
+                        args.max_frames,
+                        args.progress,
+                        tracks[item.name],
+                        args.detect_every,
+                    )
                 finally:  # a truncated video, Ctrl-C on a webcam: the timeline of the frames processed
                     batcher.flush()
                     tracks.pop(item.name)

@@ -157,3 +157,34 @@ def test_fer_predict_video_tracks_smooths_and_writes_the_timeline(tmp_path, tmp_
     assert main([str(video), "--model", model, "--output", str(tmp_path / "raw.jsonl"), "--smooth", "0"]) == 0
     raw = [json.loads(line) for line in (tmp_path / "raw.jsonl").read_text().splitlines()]
     assert all(r["smoothed_probs"] == pytest.approx(r["probs"]) for r in raw if r["status"] == "ok")
+
+
+def test_detect_every_carries_the_faces_between_detections(recognizer, monkeypatch):
+    frames = moving_face_frames(12)
+    every_frame = list(recognizer.stream(iter(frames), fps=10))
+    calls = []
+    real = recognizer.find_faces
+    monkeypatch.setattr(recognizer, "find_faces", lambda image: calls.append(1) or real(image))
+    carried = list(recognizer.stream(iter(frames), fps=10, detect_every=4))
+    assert len(calls) == 3  # frames 0, 4 and 8
+    assert all(len(f.faces) == 1 and f.faces[0].track_id == 1 for f in carried)
+    # The face moves 4 px a frame. Until the second detection the track has no velocity (the box stays); from
+    # then on the carried box follows the face.
+    for k, (detected, moved) in enumerate(zip(every_frame, carried)):
+        error = np.abs(np.subtract(detected.faces[0].box, moved.faces[0].box)).max()
+        assert error <= (4 * k + 4 if k < 4 else 8), k
+    assert sum(carried[5].faces[0].probs.values()) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="detect_every must be >= 1"):
+        next(recognizer.stream(iter(frames), detect_every=0))
+
+
+def test_fer_predict_detect_every_tracks_the_carried_faces(tmp_path, tmp_path_factory):
+    video = tmp_path / "clip.avi"
+    write_video(video, moving_face_frames(12))
+    out = tmp_path / "rows.jsonl"
+    model = str(tiny_onnx(tmp_path_factory))
+    assert main([str(video), "--model", model, "--output", str(out), "--detect-every", "4", "--batch-size", "5"]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["frame"] for r in records] == list(range(12)) and {r["track_id"] for r in records} == {1}
+    for record in records:
+        check_record(record, list(record["probs"]))

@@ -30,6 +30,7 @@ class Pending:
     sink: Callable[[np.ndarray], None] | None = None
     results: list[FaceResult] = field(default_factory=list)
     canvas_scale: float = 1.0
+    track_ids: list[int] | None = None  # a video frame's faces: their people (``fer_lightning.deploy.tracking``)
 
 
 class Batcher:

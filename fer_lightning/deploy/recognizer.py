@@ -295,6 +295,12 @@ class EmotionRecognizer:
         rgb = self._color_copy(image) if self.detector.uses_color and not gray_only else None
         return gray, self.detector(gray, rgb)
 
+    def crops(self, image: np.ndarray | Image.Image, found: Sequence[Detection]) -> np.ndarray:
+        """The 48x48 crops of the faces at ``found`` (a tracker's carried detections) in ``image``, aligned and
+        framed as ``find_faces`` crops detected ones."""
+        gray = image if isinstance(image, np.ndarray) and image.ndim == 2 else to_gray(image)
+        return self._crops(gray, list(found))
+
     def _crops(self, gray: np.ndarray, found: list[Detection]) -> np.ndarray:
         if self.detector is None:
             return resize_face(gray)[None]
@@ -355,19 +361,21 @@ class EmotionRecognizer:
         smooth: float = 0.5,
         max_gap: float = 1.0,
         fps: float = 30.0,
+        detect_every: int = 1,
     ) -> Iterator[FrameResult]:
         """The faces of every ``every``-th frame of a video file, a webcam (its index) or an iterable of RGB frames
         (timed at ``fps``), one ``FrameResult`` per frame as it comes: each face with its ``track_id`` (the same
         person keeps it across frames, through gaps up to ``max_gap`` seconds) and its probabilities smoothed
-        over that person's frames (time constant ``smooth`` seconds; 0: off). See
-        ``fer_lightning.deploy.tracking``.
+        over that person's frames (time constant ``smooth`` seconds; 0: off). ``detect_every=N`` finds faces in
+        every N-th frame only; in between, the tracks carry each face to where it is predicted and the classifier
+        runs on those crops. See ``fer_lightning.deploy.tracking``.
 
             >>> for frame in recognizer.stream("interview.mp4", smooth=0.5):
             ...     print(frame.time_s, [(f.track_id, f.smoothed_emotion) for f in frame.faces])
         """
         from fer_lightning.deploy.video import stream_faces
 
-        return stream_faces(self, source, every, smooth, max_gap, fps)
+        return stream_faces(self, source, every, smooth, max_gap, fps, detect_every)
 
     def predict(self, image: str | Path | Image.Image | np.ndarray) -> list[FaceResult]:
         """Every face found in ``image`` (a path, a PIL image, or a numpy array (H, W), (H, W, 3) RGB or

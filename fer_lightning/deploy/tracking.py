@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from fer_lightning.deploy.detectors import Detection
 from fer_lightning.deploy.faces import Box
 from fer_lightning.deploy.recognizer import FaceResult
 
@@ -44,6 +45,7 @@ class Track:
     box: np.ndarray  # x, y, w, h at ``time_s``
     velocity: np.ndarray  # of (x, y, w, h), per second
     time_s: float
+    hits: int = 1  # detections matched to it
 
     def predicted(self, time_s: float) -> np.ndarray:
         return self.box + self.velocity * (time_s - self.time_s)
@@ -77,9 +79,12 @@ class BoxTracker:
                     continue
                 ids[di] = track.id
                 dt = time_s - track.time_s
-                if dt > 0:  # a blend of the old and the new velocity: one noisy box does not throw it
-                    track.velocity = 0.5 * track.velocity + 0.5 * (found[di] - track.box) / dt
-                track.box, track.time_s = found[di], time_s
+                if (
+                    dt > 0
+                ):  # from the second detection on, a blend of the old and the new: one noisy box does not throw it
+                    measured = (found[di] - track.box) / dt
+                    track.velocity = measured if track.hits == 1 else 0.5 * track.velocity + 0.5 * measured
+                track.box, track.time_s, track.hits = found[di], time_s, track.hits + 1
         for di, box in enumerate(found):
             if ids[di] is None:
                 alive.append(Track(self.next_id, box, np.zeros(4), time_s))
@@ -116,17 +121,45 @@ class ProbabilitySmoother:
 
 
 class FaceTracks:
-    """Tracking and smoothing together, for one video or stream: ``update`` takes a frame's ``FaceResult``s and
-    gives them back with ``track_id``, ``smoothed_probs`` and ``smoothed_emotion`` set."""
+    """Tracking and smoothing together, for one video or stream. ``assign`` gives a frame's detections their track
+    IDs (when the frame is read); ``smooth`` sets ``track_id``, ``smoothed_probs`` and ``smoothed_emotion`` on their
+    ``FaceResult``s (once classified: fer-predict classifies frames in batches); ``update`` does both at once.
+
+    Between detections (``detect_every=N``), ``carried`` gives every live track's last detection moved to where its
+    track predicts it at that time (box and landmarks, so the crop is aligned as a detected one), with its ID; only
+    detections keep a track alive."""
 
     def __init__(self, smooth_s: float = 0.5, max_gap_s: float = 1.0, min_iou: float = 0.2) -> None:
         self.tracker = BoxTracker(max_gap_s, min_iou)
         self.smoother = ProbabilitySmoother(smooth_s)
+        self.detections: dict[int, Box] = {}
 
-    def update(self, results: Sequence[FaceResult], time_s: float) -> list[FaceResult]:
-        boxes = [Box(*r.box) for r in results]
-        ids = self.tracker.update(boxes, time_s)
+    def assign(self, detections: Sequence[Box], time_s: float) -> list[int]:
+        ids = self.tracker.update(detections, time_s)
         self.smoother.forget(self.tracker.ended)
+        for track_id in self.tracker.ended:
+            self.detections.pop(track_id, None)
+        self.detections.update(zip(ids, detections))
+        return ids
+
+    def carried(self, time_s: float) -> tuple[list[int], list[Detection]]:
+        """The live tracks' IDs and their last detections moved to their predicted boxes at ``time_s``."""
+        ids, moved = [], []
+        for track in self.tracker.tracks:
+            last = self.detections.get(track.id)
+            if last is None or time_s - track.time_s > self.tracker.max_gap_s:
+                continue
+            x, y, w, h = track.predicted(time_s)
+            scale = max(w, 1.0) / max(last.w, 1)
+            landmarks = getattr(last, "landmarks", None)
+            if landmarks is not None:
+                landmarks = tuple((x + (px - last.x) * scale, y + (py - last.y) * scale) for px, py in landmarks)
+            score = getattr(last, "score", None)
+            moved.append(Detection(round(x), round(y), max(1, round(w)), max(1, round(h)), score, landmarks))
+            ids.append(track.id)
+        return ids, moved
+
+    def smooth(self, results: Sequence[FaceResult], ids: Sequence[int], time_s: float) -> list[FaceResult]:
         out = []
         for result, track_id in zip(results, ids):
             names = list(result.probs)
@@ -140,3 +173,7 @@ class FaceTracks:
                 )
             )
         return out
+
+    def update(self, results: Sequence[FaceResult], time_s: float) -> list[FaceResult]:
+        """``assign`` the results' boxes, then ``smooth`` them: a frame that is classified as soon as it is read."""
+        return self.smooth(results, self.assign([Box(*r.box) for r in results], time_s), time_s)

@@ -94,8 +94,24 @@ def stream_faces(
     smooth: float = 0.5,
     max_gap: float = 1.0,
     fps: float = 30.0,
+    detect_every: int = 1,
 ) -> Iterator[FrameResult]:
+    if detect_every < 1:
+        raise ValueError(f"detect_every must be >= 1, got {detect_every}")
     tracks = FaceTracks(smooth, max_gap)
-    for index, seconds, rgb in rgb_frames(source, every, fps):
-        boxes, faces = recognizer.find_faces(rgb)
-        yield FrameResult(index, seconds, tracks.update(recognizer.results(boxes, recognizer.classify(faces)), seconds))
+    for k, (index, seconds, rgb) in enumerate(rgb_frames(source, every, fps)):
+        found, faces, ids = faces_of_frame(recognizer, tracks, rgb, seconds, k % detect_every == 0)
+        results = recognizer.results(found, recognizer.classify(faces))
+        yield FrameResult(index, seconds, tracks.smooth(results, ids, seconds))
+
+
+def faces_of_frame(
+    recognizer: EmotionRecognizer, tracks: FaceTracks, rgb: np.ndarray, seconds: float, detect: bool
+) -> tuple[list, np.ndarray, list[int]]:
+    """A frame's faces (detections, 48x48 crops) and their track IDs: found by the detector when ``detect``, else
+    carried by the tracks to where they are predicted now (the classifier still gets this frame's crops)."""
+    if detect:
+        found, faces = recognizer.find_faces(rgb)
+        return found, faces, tracks.assign(found, seconds)
+    ids, carried = tracks.carried(seconds)
+    return carried, recognizer.crops(rgb, carried), ids
