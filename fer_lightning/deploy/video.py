@@ -88,14 +88,9 @@ def rgb_frames(
 
 
 def stream_faces(
-    recognizer: EmotionRecognizer,
-    source: str | Path | int | Iterable[np.ndarray],
-    every: int = 1,
-    smooth: float = 0.5,
-    max_gap: float = 1.0,
-    fps: float = 30.0,
-    detect_every: int = 1,
+    recognizer: EmotionRecognizer, source, every, smooth, max_gap, fps, detect_every
 ) -> Iterator[FrameResult]:
+    """``EmotionRecognizer.stream`` (which documents the options)."""
     if detect_every < 1:
         raise ValueError(f"detect_every must be >= 1, got {detect_every}")
     tracks = FaceTracks(smooth, max_gap)
