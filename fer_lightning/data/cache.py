@@ -31,13 +31,10 @@ def default_cache_dir(cache_dir: str | Path | None) -> Path:
     return Path(chosen).expanduser().absolute()
 
 
-def file_identity(paths: list[Path], root: Path) -> list[list]:
-    """What the cache key remembers of input files: path under ``root``, size, mtime."""
-    out = []
-    for path in paths:
-        st = path.stat()
-        out.append([str(path.relative_to(root)), st.st_size, st.st_mtime_ns])
-    return out
+def stat_key(path: Path) -> tuple[int, int]:
+    """What a cache key remembers of an input file besides its path: size and mtime."""
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
 
 
 def cached_splits(

@@ -9,12 +9,8 @@ keyed by the source's identity (path, size, mtime); a warm load is a single unco
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +18,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from fer_lightning.atomic import atomic_write
+from fer_lightning.data.cache import cached_splits, default_cache_dir, stat_key
 from fer_lightning.data.splits import SplitArrays
 from fer_lightning.labels import EMOTIONS, IMAGE_SIZE
 
@@ -79,8 +75,7 @@ class FER2013Source:
                 raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
         self.root = Path(root).expanduser().absolute()
         self.format, self.on_bad_rows, self.bad_images = format, on_bad_rows, bad_images
-        default_cache = os.environ.get("FER_LIGHTNING_CACHE") or Path.home() / ".cache" / "fer_lightning"
-        self.cache_dir = Path(cache_dir or default_cache).expanduser().absolute()
+        self.cache_dir = default_cache_dir(cache_dir)
 
     def load(self) -> dict[str, SplitArrays]:
         """Return ``{split: SplitArrays}`` for every split present, from the cache when the source is unchanged."""
@@ -88,19 +83,16 @@ class FER2013Source:
         log.info("FER-2013: using %s (format %s)", source, fmt)
         if fmt == "folder":
             files = self._scan_folders(source)
-            identity: list = sorted([str(p.relative_to(source)), *_stat(p)] for fs in files.values() for _, p in fs)
+            identity: list = sorted([str(p.relative_to(source)), *stat_key(p)] for fs in files.values() for _, p in fs)
         else:
-            identity = [str(source), *_stat(source)]
-        key = json.dumps([CACHE_VERSION, fmt, self.on_bad_rows, self.bad_images, identity])
-        cache_file = self.cache_dir / f"fer2013-{hashlib.sha256(key.encode()).hexdigest()[:32]}.npz"
-        splits = self._read_cache(cache_file)
-        if splits is not None:
-            log.info("FER-2013: cache hit %s", cache_file)
-            return splits
-        log.info("FER-2013: cache miss, parsing %s", source)
-        splits = self._read_folders(files) if fmt == "folder" else self._read_csv(source)
-        self._write_cache(cache_file, splits)
-        return splits
+            identity = [str(source), *stat_key(source)]
+        key = [CACHE_VERSION, fmt, self.on_bad_rows, self.bad_images, identity]
+
+        def parse() -> dict[str, SplitArrays]:
+            log.info("FER-2013: cache miss, parsing %s", source)
+            return self._read_folders(files) if fmt == "folder" else self._read_csv(source)
+
+        return cached_splits(self.cache_dir, "fer2013", key, parse)
 
     # -- locating -------------------------------------------------------------------------------------------
     def _locate(self) -> tuple[str, Path]:
@@ -256,40 +248,6 @@ class FER2013Source:
                 skipped[0],
             )
         return out
-
-    # -- cache ----------------------------------------------------------------------------------------------
-    def _read_cache(self, path: Path) -> dict[str, SplitArrays] | None:
-        if not path.is_file():
-            return None
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                out = {
-                    str(s): SplitArrays(torch.from_numpy(z[f"images_{s}"]), torch.from_numpy(z[f"labels_{s}"]))
-                    for s in z["splits"]
-                }
-            if not out or any(a.images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) for a in out.values()):
-                raise ValueError("unexpected content")
-            return out
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            log.warning("FER-2013: ignoring unreadable cache %s (%s); rebuilding it", path, exc)
-            return None
-
-    def _write_cache(self, path: Path, splits: dict[str, SplitArrays]) -> None:
-        """Write atomically (temp file + rename) so a crash never leaves a truncated cache behind."""
-        arrays = {"splits": np.array(list(splits))}
-        for s, a in splits.items():
-            arrays[f"images_{s}"], arrays[f"labels_{s}"] = a.images.numpy(), a.labels.numpy()
-        try:
-            with atomic_write(path) as tmp, tmp.open("wb") as fh:
-                np.savez(fh, **arrays)
-            log.info("FER-2013: cached decoded arrays in %s", path)
-        except OSError as exc:
-            log.warning("FER-2013: cannot write cache in %s (%s); continuing without cache", path.parent, exc)
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
 
 
 def _dirty(text: str) -> bool:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_lightning.data.cache import cached_splits, default_cache_dir
+from fer_lightning.data.cache import cached_splits, default_cache_dir, stat_key
 from fer_lightning.data.face_files import NO_FACE_POLICIES, DatasetError, FaceCropper, read_all, whole_face
 from fer_lightning.data.splits import SplitArrays
 from fer_lightning.labels import canonical
@@ -117,7 +117,10 @@ class ImageFileSource:
             self.bad_images,
             self.no_face,
             self.options(),
-            [[str(e.path.relative_to(self.root)), e.label, e.split, e.subject, e.box, *_stat(e.path)] for e in entries],
+            [
+                [str(e.path.relative_to(self.root)), e.label, e.split, e.subject, e.box, *stat_key(e.path)]
+                for e in entries
+            ],
         ]
         return cached_splits(self.cache_dir, self.name.lower().replace("+", "plus"), key, lambda: self._read(entries))
 
@@ -155,11 +158,6 @@ class ImageFileSource:
                 return None
 
         return read
-
-
-def _stat(path: Path) -> tuple[int, int]:
-    st = path.stat()
-    return st.st_size, st.st_mtime_ns
 
 
 def class_folder_entries(
