@@ -69,6 +69,8 @@ def test_every_row_is_there_with_positive_numbers(rows):
             for what in ("recall", "photos", "12 MP photos", "12 MP phone")
         ),
         *(f"fer-predict phone-sized folder, --workers {count}" for count in worker_counts()),
+        "Video: stream() end to end",
+        "Video: stream(detect_every=",
     ]
     assert len(names) == len(expected), names
     for name, start in zip(names, expected):
