@@ -81,6 +81,7 @@ def distill(cfg: DictConfig) -> Path:
         log.info("teacher table from the cache: %s", cached)
         with atomic_write(table_path) as tmp:
             shutil.copyfile(cached, tmp)
+        probs = SoftTargets.load(table_path).probs
     else:
         probs = teacher_probs(models, orders, train.images, cfg, device)
         table = SoftTargets(probs, tuple(datamodule.class_names), fingerprint(train), tuple(map(str, paths)), cfg.tta)
@@ -96,7 +97,7 @@ def distill(cfg: DictConfig) -> Path:
         "teachers": [str(p) for p in paths],
         "tta": cfg.tta,
         "train_faces": len(train),
-        "train_acc": float((SoftTargets.load(table_path).probs.argmax(1) == train.labels).float().mean()),
+        "train_acc": float((probs.argmax(1) == train.labels).float().mean()),
         "val/acc": float((val_probs.argmax(1) == val.labels).float().mean()),
         "val_faces": len(val),
         "soft_targets": str(table_path),
