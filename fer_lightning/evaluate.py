@@ -28,10 +28,10 @@ from fer_lightning.data.splits import as_batch
 from fer_lightning.deploy.checkpoint import load_classifier, model_input_size, resolve_device
 from fer_lightning.deploy.pretrained import pretrained_path
 from fer_lightning.deploy.recognizer import OnnxBackend
-from fer_lightning.evaluation.calibration import plot_reliability
+from fer_lightning.evaluation.calibration import expected_calibration_error, fit_temperature, plot_reliability
 from fer_lightning.evaluation.metrics import per_source_scores
 from fer_lightning.evaluation.report import table_markdown, write_report
-from fer_lightning.evaluation.tta import TTA_MODES, predict_probs, tta_views
+from fer_lightning.evaluation.tta import TTA_MODES, average_views, tta_views, view_logits
 from fer_lightning.evaluation.vocabulary import restrict, shared_classes
 from fer_lightning.labels import IMAGE_SIZE
 
@@ -84,7 +84,7 @@ def model_paths(ckpt_path: str | Sequence[str] | None, pretrained: str | None = 
     return paths
 
 
-def ensemble_probs(
+def ensemble_logits(
     models: Sequence[torch.nn.Module],
     input_sizes: Sequence[int],
     images: torch.Tensor,
@@ -93,15 +93,32 @@ def ensemble_probs(
     batch_size: int,
     device: torch.device,
 ) -> torch.Tensor:
-    """Mean over models of each model's TTA-averaged probabilities, for uint8 images (N, H, W)."""
+    """Every model's logits on every TTA view of uint8 images (N, H, W): (models x views, N, classes)."""
     views = len(tta_views(as_batch(images[:1]), tta, input_sizes[0], tta_crop))
     step = max(1, batch_size // views)
-    total = torch.zeros(len(images), len(models[0].class_names))
+    per_model = []
     for model, size in zip(models, input_sizes):
-        for start in range(0, len(images), step):
-            batch = as_batch(images[start : start + step].to(device))
-            total[start : start + step] += predict_probs(model, batch, tta, size, tta_crop).cpu()
-    return total / len(models)
+        batches = [
+            view_logits(model, as_batch(images[start : start + step].to(device)), tta, size, tta_crop).cpu()
+            for start in range(0, len(images), step)
+        ]
+        per_model.append(torch.cat(batches, dim=1))
+    return torch.cat(per_model)
+
+
+def ensemble_probs(
+    models: Sequence[torch.nn.Module],
+    input_sizes: Sequence[int],
+    images: torch.Tensor,
+    tta: str,
+    tta_crop: int,
+    batch_size: int,
+    device: torch.device,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Mean over models and TTA views of ``softmax(logits / temperature)``, for uint8 images (N, H, W)."""
+    logits = ensemble_logits(models, input_sizes, images, tta, tta_crop, batch_size, device)
+    return average_views(logits, temperature)
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -130,13 +147,17 @@ def evaluate(cfg: DictConfig) -> dict:
             f"the data has no {cfg.split} split (it has {sorted(datamodule.splits)}); split=all takes every face"
         )
     shared = shared_classes(class_names, datamodule.class_names)
+    if cfg.get("fit_temperature") and not shared.identical:
+        raise ValueError(f"fit_temperature=true needs a model of the data's classes {list(datamodule.class_names)}")
     if cfg.get("explain") and not shared.identical:
         raise ValueError(f"explain=true needs a model of the data's classes {list(datamodule.class_names)}")
     split = datamodule.all_faces() if cfg.split == "all" else datamodule.splits[cfg.split]
     log.info(
         "evaluating %d checkpoint(s) on %d %s images, tta=%s, on %s", len(paths), len(split), cfg.split, cfg.tta, device
     )
-    probs = ensemble_probs(models, sizes, split.images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
+    logits = ensemble_logits(models, sizes, split.images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
+    temperature, calibration = _temperature(cfg, logits, split.labels, shared.identical)
+    probs = average_views(logits, temperature)
     index, labels, names, vocabulary = torch.arange(len(split)), split.labels, class_names, {}
     if not shared.identical:  # another vocabulary: scored over the classes both have (evaluation/vocabulary.py)
         keep, labels, probs = restrict(shared, split.labels, probs)
@@ -167,6 +188,7 @@ def evaluate(cfg: DictConfig) -> dict:
         # An ONNX file exported with --tta flip averages over the mirror image itself, whatever tta says.
         "model_tta": [getattr(model, "tta", "none") for model in models],
         "device": str(device),
+        **calibration,
         **vocabulary,
     }
     if split.origins is not None and datamodule.source_names:  # data=mixed: each member's own figures too
@@ -180,6 +202,25 @@ def evaluate(cfg: DictConfig) -> dict:
         write_explanations(models, sizes, split.images, split.labels, probs, class_names, grid, cfg.explain_per_class)
         log.info("heat maps of right and wrong %s faces per class in %s", cfg.split, grid)
     return json.loads((out / "metrics.json").read_text())
+
+
+def _temperature(cfg: DictConfig, logits: torch.Tensor, labels: torch.Tensor, fit: bool) -> tuple[float, dict]:
+    """The temperature the probabilities are computed at, and what metrics.json says of it. ``fit_temperature``
+    fits it on this split (so the split's ECE is then tuned on it: fit on validation, ship with
+    ``fer-export --temperature``), reporting the ECE at ``temperature`` beside it."""
+    temperature = float(cfg.get("temperature", 1.0))
+    if not temperature > 0:
+        raise ValueError(f"temperature={temperature} must be > 0")
+    if not cfg.get("fit_temperature"):
+        return temperature, {f"{cfg.split}/temperature": temperature}
+    fitted = fit_temperature(logits, labels)
+    before = expected_calibration_error(average_views(logits, temperature), labels, cfg.ece_bins)
+    log.info("temperature fitted on %s: %.3f (ECE %.4f at temperature %g)", cfg.split, fitted, before, temperature)
+    return fitted, {
+        f"{cfg.split}/temperature": fitted,
+        "temperature_fitted_on": cfg.split,
+        f"{cfg.split}/ece_at_temperature_{temperature:g}": before,
+    }
 
 
 def _with_split(cfg: DictConfig, datamodule: FERDataModule) -> DictConfig:

@@ -46,7 +46,9 @@ OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter writes
 
 
-def build_wrapper(ckpt_path: str | Path, tta: str = "none", tta_crop: int = TENCROP_SIDE) -> RawPixelClassifier:
+def build_wrapper(
+    ckpt_path: str | Path, tta: str = "none", tta_crop: int = TENCROP_SIDE, temperature: float = 1.0
+) -> RawPixelClassifier:
     """The raw-pixel model of a checkpoint, on the CPU, in eval mode."""
     classifier = load_classifier(ckpt_path, "cpu")
     if classifier.hparams["net"].get("in_channels", 1) != 1:
@@ -54,7 +56,7 @@ def build_wrapper(ckpt_path: str | Path, tta: str = "none", tta_crop: int = TENC
             f"{ckpt_path}: the network takes {classifier.hparams['net']['in_channels']}-channel faces; the exported "
             "models and fer-predict take 48x48 grayscale faces (evaluate scores it as it is)"
         )
-    return RawPixelClassifier(classifier, model_input_size(classifier), tta, tta_crop).eval()
+    return RawPixelClassifier(classifier, model_input_size(classifier), tta, tta_crop, temperature).eval()
 
 
 def _example(batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -157,7 +159,10 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str 
         "input": "pixels: float32 (N, 48, 48) or (N, 1, 48, 48), raw grayscale values 0..255",
         "output": "probs: float32 (N, classes), softmax probabilities",
         "tta": model.tta,
+        "temperature": f"{model.temperature:g}",
     }
+    if model.temperature != 1.0:
+        meta["output"] += f", at temperature {model.temperature:g} (logits divided by it before the softmax)"
     if model.tta == "flip":
         meta["output"] += ", averaged over each face and its mirror image"
     if model.tta == "tencrop":
@@ -194,13 +199,16 @@ def _write_torchscript(model: RawPixelClassifier, path: Path) -> None:
     the trace accepts any architecture."""
     size = model.input_size
     extra = {"class_names": json.dumps(list(model.classifier.class_names)), "input_size": str(size), "tta": model.tta}
+    extra["temperature"] = f"{model.temperature:g}"
     if model.tta == "tencrop":
         extra["tta_crop"] = str(model.tta_crop)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; ONNX is the way ahead
         core = torch.jit.trace(_Normalised(model.classifier).eval(), torch.zeros(2, 1, size, size))
         torch.jit.save(
-            torch.jit.script(RawPixelClassifier(core, size, model.tta, model.tta_crop)), str(path), _extra_files=extra
+            torch.jit.script(RawPixelClassifier(core, size, model.tta, model.tta_crop, model.temperature)),
+            str(path),
+            _extra_files=extra,
         )
 
 
@@ -235,13 +243,15 @@ def export(
     weights: str = "float32",
     tta: str = "none",
     tta_crop: int = TENCROP_SIDE,
+    temperature: float = 1.0,
 ) -> Path:
     """Write ``ckpt_path`` as ``fmt`` to ``output`` (atomically; never over an existing file unless ``force``).
 
     ``weights`` (ONNX only): how the file stores the weights: float16 halves the file, int8 quarters it; both
     compute in float32 (see ``store_weights_fp16`` and ``store_weights_int8``). ``tta``: ``flip`` averages each
     face's probabilities with its mirror image's, ``tencrop`` over ten views, the corner and centre crops of side
-    ``tta_crop`` and their mirrors (``RawPixelClassifier``)."""
+    ``tta_crop`` and their mirrors (``RawPixelClassifier``). ``temperature`` divides the logits before the softmax
+    (fit one with ``evaluate split=val fit_temperature=true tta=<the same>``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if weights not in WEIGHTS:
@@ -251,7 +261,7 @@ def export(
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
     output = check_writable(output, force=force, inputs=[ckpt_path])  # before the model is loaded
-    model = build_wrapper(ckpt_path, tta, tta_crop)  # refuses a checkpoint with NaN or infinite weights
+    model = build_wrapper(ckpt_path, tta, tta_crop, temperature)  # refuses a checkpoint with NaN or infinite weights
     tolerance = WEIGHTS[weights].tolerance
     with atomic_write(output) as tmp:
         _write_onnx(model, tmp, opset, weights) if fmt == "onnx" else _write_torchscript(model, tmp)
@@ -287,6 +297,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=TENCROP_SIDE,
         help=f"--tta tencrop: the crops' side in px, at most the model's input size (default {TENCROP_SIDE})",
     )
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="divide the logits by it before the softmax: the val/temperature of evaluate split=val "
+        "fit_temperature=true with the same tta (calibrated probabilities, the same predictions)",
+    )
     args = parser.parse_args(argv)
     try:
         path = export(
@@ -298,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             weights=args.weights,
             tta=args.tta,
             tta_crop=args.tta_crop,
+            temperature=args.temperature,
         )
     except (OSError, ValueError, RuntimeError) as exc:  # missing, existing or unwritable files; bad checkpoints
         print(f"fer-export: error: {exc}", file=sys.stderr)

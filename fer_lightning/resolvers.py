@@ -46,8 +46,15 @@ def data_root(env: str, default: str, *, _root_: DictConfig) -> str:
     return str(chosen) if chosen is not None else os.environ.get(env, default)
 
 
+def required(message: str) -> str:
+    """A value the command line must give (``${required:'what to pass'}``), where ``???`` cannot serve: an
+    experiment's ``???`` does not replace the default it is merged over, so the run would go on without it."""
+    raise ValueError(message)
+
+
 def register() -> None:
     """Idempotent; every entry point that composes a config calls it first."""
     OmegaConf.register_new_resolver("best_precision", best_precision, replace=True)
     OmegaConf.register_new_resolver("sweep_name", sweep_name, replace=True)
     OmegaConf.register_new_resolver("data_root", data_root, replace=True)
+    OmegaConf.register_new_resolver("required", required, replace=True)

@@ -145,3 +145,15 @@ def test_table_of_other_faces_is_refused(tmp_path, teachers):
         student(tmp_path, table, "trainer.max_epochs=1", "data.source.seed=3", run="other")
     with pytest.raises(InstantiationException, match="two teachers: choose one"):
         student(tmp_path, table, "trainer.max_epochs=1", "module.self_distillation=0.5", run="both")
+
+
+def test_student_recipe_is_cpu_speedrun_without_label_smoothing_and_needs_a_table(tmp_path):
+    """experiment=distill_fer2013: the cpu_speedrun recipe, label smoothing off, and no default table."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    student = compose_config(["experiment=distill_fer2013", "module.distill.targets=t.npz"], tmp_path / "s")
+    speedrun = compose_config(["experiment=cpu_speedrun"], tmp_path / "r")
+    assert (student.module.label_smoothing, speedrun.module.label_smoothing) == (0.0, 0.3)
+    assert (student.module.distill.alpha, student.model, student.data) == (0.7, speedrun.model, speedrun.data)
+    with pytest.raises(InterpolationResolutionError, match="give module.distill.targets="):
+        _ = compose_config(["experiment=distill_fer2013"], tmp_path / "m").module.distill.targets

@@ -23,7 +23,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from fer_lightning import resolvers
 from tests.conftest import CONF, ROOT
@@ -132,8 +132,11 @@ def composes(config_name: str, overrides: list[str]) -> str | None:
     for override, key in parsed:
         if is_group(key.lstrip("+~")) or key.startswith("+"):
             continue
-        found = OmegaConf.select(cfg, key.lstrip("~"), default=missing, throw_on_resolution_failure=False)
-        if found is missing:
+        # The parent, then the key in it: a value the command line must give (``${required:...}``) is never resolved.
+        parent, _, leaf = key.lstrip("~").rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=missing, throw_on_resolution_failure=False) if parent else cfg
+        in_list = isinstance(node, ListConfig) and leaf.isdigit() and int(leaf) < len(node)
+        if not in_list and not (isinstance(node, DictConfig) and leaf in node):
             return f"{config_name}.yaml {' '.join(groups)}: no key {key.lstrip('~')!r} for {override!r}"
     return None
 

@@ -12,8 +12,8 @@ from torchmetrics.classification import MulticlassCalibrationError
 
 from fer_lightning.deploy.checkpoint import load_classifier, model_input_size
 from fer_lightning.evaluate import evaluate
-from fer_lightning.evaluation.calibration import expected_calibration_error
-from fer_lightning.evaluation.tta import five_crops, predict_probs, tta_views
+from fer_lightning.evaluation.calibration import expected_calibration_error, fit_temperature
+from fer_lightning.evaluation.tta import average_views, five_crops, predict_probs, tta_views
 from fer_lightning.labels import EMOTIONS
 from tests.conftest import TINY_DATA, compose_config
 from tests.helpers.deploy import perturbed_checkpoint, tiny_checkpoint
@@ -128,3 +128,31 @@ def test_every_checkpoint_saves_its_input_size(ckpt):
     model.hparams.pop("input_size")  # a checkpoint from before input_size was saved
     model.hparams["net"]["image_size"] = 40
     assert model_input_size(model) == 40
+
+
+def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
+    """Labels drawn from softmax(z / 2) are best explained at T = 2, within the grid's 1 % spacing; a view with
+    T far off has a worse likelihood (the search minimises what it says)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 20000, 7, generator=generator) * 4
+    labels = torch.multinomial((logits[0] / 2).softmax(-1), 1, generator=generator)[:, 0]
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.04)
+    # Two views (a face and its mirror image) are fitted through their average, not view by view.
+    views = torch.stack([logits[0], logits[0] + torch.randn(20000, 7, generator=generator)])
+    fitted = fit_temperature(views, labels)
+    nll = [float(-average_views(views, t).log()[torch.arange(20000), labels].mean()) for t in (fitted, 2 * fitted)]
+    assert nll[0] < nll[1]
+
+
+def test_fit_temperature_reports_both_eces_and_keeps_the_predictions(ckpt, tmp_path, no_plots):
+    plain = run_eval(tmp_path / "plain", f"ckpt_path={ckpt}", "split=val", "tta=flip")
+    fitted = run_eval(tmp_path / "fitted", f"ckpt_path={ckpt}", "split=val", "tta=flip", "fit_temperature=true")
+    temperature = fitted["val/temperature"]
+    assert temperature != 1.0 and fitted["temperature_fitted_on"] == "val"
+    assert fitted["val/ece_at_temperature_1"] == pytest.approx(plain["val/ece"], abs=1e-6)
+    assert fitted["val/ece"] < plain["val/ece"]
+    assert fitted["val/acc"] == plain["val/acc"]  # one scalar for all logits: the same class wins each view
+    again = run_eval(tmp_path / "again", f"ckpt_path={ckpt}", "split=val", "tta=flip", f"temperature={temperature}")
+    assert again["val/ece"] == pytest.approx(fitted["val/ece"], abs=1e-6)
+    with pytest.raises(ValueError, match="temperature=0.0 must be > 0"):
+        run_eval(tmp_path / "zero", f"ckpt_path={ckpt}", "split=val", "temperature=0")

@@ -170,3 +170,24 @@ def test_deploy_benchmark_returns_numbers(ckpt, tmp_path):
         assert numbers[f"{backend}/end_to_end_ms"] > 0 and numbers[f"{backend}/batch_faces_per_s"] > 0
     assert numbers["shipped_fer2013/batch_faces_per_s"] > 0
     assert numbers["onnxruntime_flip/batch_faces_per_s"] > 0 and numbers["onnxruntime_tencrop/batch_faces_per_s"] > 0
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_temperature_divides_the_logits_inside_the_graph(ckpt, tmp_path, reference, fmt):
+    """``--temperature``: evaluate's probabilities at that temperature, recorded in the file, same predictions."""
+    path = export(ckpt, fmt, tmp_path / f"model.{fmt}", tta="flip", temperature=0.25)
+    x = faces(6, torch.uint8, False, seed=5)
+    with torch.no_grad():
+        expected = predict_probs(reference.classifier, x[:, None].float(), "flip", 48, temperature=0.25).numpy()
+        at_one = predict_probs(reference.classifier, x[:, None].float(), "flip", 48).numpy()
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert session.get_modelmeta().custom_metadata_map["temperature"] == "0.25"
+        got = session.run(None, {"pixels": x.numpy().astype(np.float32)})[0]
+    else:
+        with torch.no_grad():
+            got = torch.jit.load(str(path))(x).numpy()
+    np.testing.assert_allclose(got, expected, atol=5e-6)
+    assert np.abs(got - at_one).max() > 1e-3, "a temperature of 0.25 must sharpen the probabilities"
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        RawPixelClassifier(reference.classifier, temperature=0)

@@ -120,10 +120,17 @@ class RawPixelClassifier(nn.Module):
     ``tencrop``, the four corner and the centre crops of side ``tta_crop`` brought to the input size, and their
     mirrors (10 views, 5x flip's work). The crops are only ever enlarged (``tta_crop`` at most the input size),
     where bilinear interpolation needs no antialiasing: ONNX's Resize then computes what evaluate does.
+    ``temperature`` divides the logits before the softmax (evaluate's ``fit_temperature`` fits one): calibrated
+    probabilities, the same predicted class.
     """
 
     def __init__(
-        self, classifier: nn.Module, input_size: int = IMAGE_SIZE, tta: str = "none", tta_crop: int = TENCROP_SIDE
+        self,
+        classifier: nn.Module,
+        input_size: int = IMAGE_SIZE,
+        tta: str = "none",
+        tta_crop: int = TENCROP_SIDE,
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         if not 0 < input_size <= IMAGE_SIZE:
@@ -132,11 +139,14 @@ class RawPixelClassifier(nn.Module):
             raise ValueError(f"tta={tta!r} is not one of {', '.join(DEPLOY_TTA)}")
         if tta == "tencrop" and not 0 < tta_crop <= input_size:
             raise ValueError(f"tta_crop={tta_crop} must be in 1..{input_size} (the model's input size)")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.classifier = classifier.eval()
         self.input_size = input_size
         self.image_size = IMAGE_SIZE  # an attribute, not a global: TorchScript can read it
         self.tta = tta
         self.tta_crop = tta_crop
+        self.temperature = float(temperature)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         x = pixels.to(torch.float32).reshape(-1, 1, self.image_size, self.image_size)
@@ -145,8 +155,8 @@ class RawPixelClassifier(nn.Module):
         elif self.input_size != self.image_size:
             x = center_crop(x, self.input_size)
         if self.tta == "none":
-            return self.classifier(x).float().softmax(-1)
-        probs = self.classifier(torch.cat([x, x.flip(-1)])).float().softmax(-1)
+            return (self.classifier(x).float() / self.temperature).softmax(-1)
+        probs = (self.classifier(torch.cat([x, x.flip(-1)])).float() / self.temperature).softmax(-1)
         views = 10 if self.tta == "tencrop" else 2
         return probs.reshape(views, -1, probs.shape[-1]).mean(0)
 

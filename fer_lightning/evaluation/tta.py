@@ -49,11 +49,22 @@ def tta_views(images: torch.Tensor, mode: str, input_size: int, crop: int = 40) 
 
 
 @torch.no_grad()
-def predict_probs(
+def view_logits(
     model: torch.nn.Module, images: torch.Tensor, mode: str, input_size: int, crop: int = 40
 ) -> torch.Tensor:
-    """Class probabilities of ``model`` (logits out) for float images, averaged over the TTA views."""
+    """``model``'s logits (V, N, classes) for float images, one row per TTA view."""
     views = tta_views(images, mode, input_size, crop)
     # One forward pass over all views: better use of the batch than one call per view.
-    logits = model(torch.cat(views)).float()
-    return logits.softmax(-1).view(len(views), len(images), -1).mean(0)
+    return model(torch.cat(views)).float().view(len(views), len(images), -1)
+
+
+def average_views(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """The mean over views (dim 0) of ``softmax(logits / temperature)``: how TTA and ensembles average."""
+    return (logits / temperature).softmax(-1).mean(0)
+
+
+def predict_probs(
+    model: torch.nn.Module, images: torch.Tensor, mode: str, input_size: int, crop: int = 40, temperature: float = 1.0
+) -> torch.Tensor:
+    """Class probabilities of ``model`` (logits out) for float images, averaged over the TTA views."""
+    return average_views(view_logits(model, images, mode, input_size, crop), temperature)
