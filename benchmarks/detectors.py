@@ -372,7 +372,8 @@ def folder_rates(paths: Sequence[Path], workers: Sequence[int], repeats: int = 2
     one per core; several: one each), the best of ``repeats`` passes. Records are not written (a small cost)."""
     from fer_lightning.deploy import EmotionRecognizer
     from fer_lightning.deploy.batching import Batcher
-    from fer_lightning.predict import expand_inputs, found_ahead, process_image
+    from fer_lightning.deploy.predictor import process_image
+    from fer_lightning.deploy.sources import expand_inputs, found_ahead
 
     recognizer = EmotionRecognizer.pretrained()
     items = expand_inputs([str(path) for path in paths])

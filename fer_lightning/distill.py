@@ -29,8 +29,8 @@ from fer_lightning.cli_errors import short_errors
 from fer_lightning.conf import CONF_DIR
 from fer_lightning.deploy.checkpoint import resolve_device
 from fer_lightning.deploy.pretrained import PRETRAINED, pretrained_path
-from fer_lightning.evaluate import ensemble_probs, input_size_of, load_model
-from fer_lightning.evaluation.tta import TTA_MODES
+from fer_lightning.evaluate import ensemble_logits, input_size_of, load_model
+from fer_lightning.evaluation.tta import TTA_MODES, average_views
 from fer_lightning.labels import canonical
 from fer_lightning.training.soft_targets import SoftTargets, fingerprint
 
@@ -112,9 +112,8 @@ def teacher_probs(models, orders, images: torch.Tensor, cfg: DictConfig, device:
     """The mean of the teachers' TTA-averaged probabilities, each teacher's columns in the data's class order."""
     total = torch.zeros(len(images), len(orders[0]))
     for model, order in zip(models, orders):
-        total += ensemble_probs([model], [input_size_of(model)], images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)[
-            :, order
-        ]
+        logits = ensemble_logits([model], [input_size_of(model)], images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
+        total += average_views(logits)[:, order]
     return total / len(models)
 
 

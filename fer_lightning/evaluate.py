@@ -106,21 +106,6 @@ def ensemble_logits(
     return torch.cat(per_model)
 
 
-def ensemble_probs(
-    models: Sequence[torch.nn.Module],
-    input_sizes: Sequence[int],
-    images: torch.Tensor,
-    tta: str,
-    tta_crop: int,
-    batch_size: int,
-    device: torch.device,
-    temperature: float = 1.0,
-) -> torch.Tensor:
-    """Mean over models and TTA views of ``softmax(logits / temperature)``, for uint8 images (N, H, W)."""
-    logits = ensemble_logits(models, input_sizes, images, tta, tta_crop, batch_size, device)
-    return average_views(logits, temperature)
-
-
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation ``cfg`` describes (see conf/eval.yaml); returns what metrics.json holds."""
     paths = model_paths(cfg.get("ckpt_path"), cfg.get("pretrained"))

@@ -31,8 +31,8 @@ from fer_lightning.deploy.faces import (
     to_rgb,
 )
 from fer_lightning.deploy.recognizer import DETECTORS, EmotionRecognizer
+from fer_lightning.deploy.records import RecordWriter, make_record
 from fer_lightning.labels import EMOTIONS
-from fer_lightning.predict import RecordWriter, make_record
 from tests.helpers.deploy import GRACE_HOPPER, check_record
 
 SKIMAGE_DATA = Path(find_spec("skimage").submodule_search_locations[0]) / "data"

@@ -13,7 +13,8 @@ from hydra.errors import InstantiationException
 import fer_lightning.distill as distill_module
 from fer_lightning.deploy.pretrained import pretrained_path
 from fer_lightning.distill import distill
-from fer_lightning.evaluate import OnnxModel, ensemble_probs, load_model
+from fer_lightning.evaluate import OnnxModel, ensemble_logits, load_model
+from fer_lightning.evaluation.tta import average_views
 from fer_lightning.labels import FERPLUS_EMOTIONS
 from fer_lightning.train import train
 from fer_lightning.training.soft_targets import SoftTargets, distilled_targets
@@ -42,12 +43,12 @@ def test_table_is_the_teachers_mean_over_the_training_faces(tmp_path, teachers):
     datamodule.setup("fit")
     models = [load_model(p, torch.device("cpu")) for p in teachers]
     images = datamodule.splits["train"].images
-    expected = sum(ensemble_probs([m], [48], images, "flip", 40, 512, torch.device("cpu")) for m in models) / 2
+    expected = average_views(ensemble_logits(models, [48, 48], images, "flip", 40, 512, torch.device("cpu")))
     assert table.probs.shape == (448, 7) and torch.allclose(table.probs, expected, atol=1e-6)
     assert table.teachers == tuple(map(str, teachers)) and table.tta == "flip"
     summary = json.loads((tmp_path / "distill" / "teachers.json").read_text())
     val = datamodule.splits["val"]
-    val_expected = sum(ensemble_probs([m], [48], val.images, "flip", 40, 512, torch.device("cpu")) for m in models) / 2
+    val_expected = average_views(ensemble_logits(models, [48, 48], val.images, "flip", 40, 512, torch.device("cpu")))
     assert summary["val/acc"] == pytest.approx(float((val_expected.argmax(1) == val.labels).float().mean()))
 
 

@@ -28,10 +28,11 @@ from fer_lightning.cli_errors import describe, short_errors
 from fer_lightning.data.fer2013 import FER2013DataError, FER2013Source
 from fer_lightning.deploy.checkpoint import load_classifier
 from fer_lightning.deploy.recognizer import EmotionRecognizer, OnnxBackend
+from fer_lightning.deploy.records import RecordWriter
 from fer_lightning.export import export
 from fer_lightning.export import main as export_main
-from fer_lightning.predict import RecordWriter, parse_args
 from fer_lightning.predict import main as predict_main
+from fer_lightning.predict import parse_args
 from fer_lightning.train import build, train
 from fer_lightning.training import run_status
 from fer_lightning.training.callbacks import TrainingDiverged

@@ -159,6 +159,26 @@ def test_fer_predict_video_tracks_smooths_and_writes_the_timeline(tmp_path, tmp_
     assert all(r["smoothed_probs"] == pytest.approx(r["probs"]) for r in raw if r["status"] == "ok")
 
 
+def test_a_truncated_video_still_gets_the_timeline_of_its_frames(tmp_path, tmp_path_factory):
+    """The file breaks half-way: exit status 1 and an error record, and the timeline holds every frame before it."""
+    video = tmp_path / "clip.avi"
+    write_video(video, moving_face_frames(24))
+    data = video.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    out, timeline = tmp_path / "rows.jsonl", tmp_path / "timeline"
+    args = [str(cut), "--model", str(tiny_onnx(tmp_path_factory)), "--output", str(out), "--timeline", str(timeline)]
+    assert main(args) == 1
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert records[-1]["status"] == "error" and "of its 24 frames" in records[-1]["error"]
+    faces = [r for r in records if r["status"] == "ok"]
+    assert 0 < len(faces) < 24
+    with (timeline / "cut" / "track_1.csv").open() as fh:
+        assert [int(r["frame"]) for r in csv.DictReader(fh)] == [r["frame"] for r in faces]
+    with (timeline / "cut" / "summary.csv").open() as fh:
+        assert int(next(csv.DictReader(fh))["frames"]) == len(faces)
+
+
 def test_detect_every_carries_the_faces_between_detections(recognizer, monkeypatch):
     frames = moving_face_frames(12)
     every_frame = list(recognizer.stream(iter(frames), fps=10))

@@ -41,8 +41,8 @@ from starlette.concurrency import run_in_threadpool
 from fer_lightning.deploy.explain import METHODS, Explainer, overlay
 from fer_lightning.deploy.options import add_recognizer_arguments, check_recognizer_arguments, load_recognizer
 from fer_lightning.deploy.recognizer import EmotionRecognizer
+from fer_lightning.deploy.records import make_record
 from fer_lightning.deploy.tracking import FaceTracks
-from fer_lightning.predict import make_record
 
 log = logging.getLogger("fer_lightning.serve")
 STATIC = Path(__file__).resolve().parent / "static"
