@@ -141,7 +141,7 @@ def evaluate(cfg: DictConfig) -> dict:
         "evaluating %d checkpoint(s) on %d %s images, tta=%s, on %s", len(paths), len(split), cfg.split, cfg.tta, device
     )
     logits = ensemble_logits(models, sizes, split.images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
-    temperature, calibration = _temperature(cfg, logits, split.labels, shared.identical)
+    temperature, calibration = _temperature(cfg, logits, split.labels)
     probs = average_views(logits, temperature)
     index, labels, names, vocabulary = torch.arange(len(split)), split.labels, class_names, {}
     if not shared.identical:  # another vocabulary: scored over the classes both have (evaluation/vocabulary.py)
@@ -189,7 +189,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def _temperature(cfg: DictConfig, logits: torch.Tensor, labels: torch.Tensor, fit: bool) -> tuple[float, dict]:
+def _temperature(cfg: DictConfig, logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
     """The temperature the probabilities are computed at, and what metrics.json says of it. ``fit_temperature``
     fits it on this split (so the split's ECE is then tuned on it: fit on validation, ship with
     ``fer-export --temperature``), reporting the ECE at ``temperature`` beside it."""
