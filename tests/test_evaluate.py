@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassCalibrationError
 from fer_lightning.deploy.checkpoint import load_classifier, model_input_size
 from fer_lightning.evaluate import evaluate
 from fer_lightning.evaluation.calibration import expected_calibration_error, fit_temperature
-from fer_lightning.evaluation.tta import average_views, five_crops, predict_probs, tta_views
+from fer_lightning.evaluation.tta import average_views, five_crops, tta_views, view_logits
 from fer_lightning.labels import EMOTIONS
 from tests.conftest import TINY_DATA, compose_config
 from tests.helpers.deploy import perturbed_checkpoint, tiny_checkpoint
@@ -90,7 +90,9 @@ def test_ensemble_averages_its_members(ckpt, tmp_path, tmp_path_factory, no_plot
     from fer_lightning.data.synthetic import SyntheticSource
 
     images = SyntheticSource(train_size=7, val_size=7, test_size=35, seed=0).load()["PrivateTest"].images
-    members = [predict_probs(load_classifier(p), images.unsqueeze(1).float(), "flip", 48) for p in (ckpt, other)]
+    members = [
+        average_views(view_logits(load_classifier(p), images.unsqueeze(1).float(), "flip", 48)) for p in (ckpt, other)
+    ]
     assert not torch.allclose(members[0], members[1], atol=1e-4), "the members must differ for the test to mean much"
     assert probs_of(tmp_path) == pytest.approx((members[0] + members[1]) / 2, abs=1e-5)
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from benchmarks.deploy import benchmark_deploy
 from fer_lightning.deploy.checkpoint import RawPixelClassifier, load_classifier
-from fer_lightning.evaluation.tta import predict_probs
+from fer_lightning.evaluation.tta import average_views, view_logits
 from fer_lightning.export import export, main
 from tests.conftest import ROOT
 from tests.helpers.deploy import GRACE_HOPPER, check_record, tiny_checkpoint, tiny_onnx
@@ -93,7 +93,7 @@ def test_tencrop_tta_in_the_graph_gives_what_evaluate_computes(ckpt, tmp_path, r
     path = export(ckpt, fmt, tmp_path / f"model.{fmt}", tta="tencrop", tta_crop=crop)
     x = faces(6, torch.uint8, False, seed=4)
     with torch.no_grad():
-        expected = predict_probs(reference.classifier, x[:, None].float(), "tencrop", 48, crop).numpy()
+        expected = average_views(view_logits(reference.classifier, x[:, None].float(), "tencrop", 48, crop)).numpy()
         plain = reference(x).numpy()
     if fmt == "onnx":
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -178,8 +178,8 @@ def test_temperature_divides_the_logits_inside_the_graph(ckpt, tmp_path, referen
     path = export(ckpt, fmt, tmp_path / f"model.{fmt}", tta="flip", temperature=0.25)
     x = faces(6, torch.uint8, False, seed=5)
     with torch.no_grad():
-        expected = predict_probs(reference.classifier, x[:, None].float(), "flip", 48, temperature=0.25).numpy()
-        at_one = predict_probs(reference.classifier, x[:, None].float(), "flip", 48).numpy()
+        logits = view_logits(reference.classifier, x[:, None].float(), "flip", 48)
+        expected, at_one = average_views(logits, temperature=0.25).numpy(), average_views(logits).numpy()
     if fmt == "onnx":
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         assert session.get_modelmeta().custom_metadata_map["temperature"] == "0.25"

@@ -61,10 +61,3 @@ def view_logits(
 def average_views(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """The mean over views (dim 0) of ``softmax(logits / temperature)``: how TTA and ensembles average."""
     return (logits / temperature).softmax(-1).mean(0)
-
-
-def predict_probs(
-    model: torch.nn.Module, images: torch.Tensor, mode: str, input_size: int, crop: int = 40, temperature: float = 1.0
-) -> torch.Tensor:
-    """Class probabilities of ``model`` (logits out) for float images, averaged over the TTA views."""
-    return average_views(view_logits(model, images, mode, input_size, crop), temperature)
