@@ -73,17 +73,27 @@ def process_image(
     batcher.add(Pending(path, None, None, boxes, faces, canvas, sink, canvas_scale=scale))
 
 
+@dataclass(frozen=True)
+class VideoOptions:
+    """How videos and webcams are read, tracked and smoothed (fer-predict's flags of the same names)."""
+
+    every: int = 1
+    detect_every: int = 1
+    max_frames: int | None = None
+    smooth: float = 0.5
+    max_gap: float = 1.0
+    progress: bool | None = None
+
+
 def process_video(
     item: Input,
     recognizer: EmotionRecognizer,
     batcher: Batcher,
     annotate: AnnotationFolder | None,
-    every: int,
-    max_frames: int | None,
-    progress: bool | None,
+    options: VideoOptions,
     tracks: FaceTracks,
-    detect_every: int = 1,
 ) -> None:
+    every, max_frames, detect_every = options.every, options.max_frames, options.detect_every
     capture = cv2.VideoCapture(item.source)
     if not capture.isOpened():
         raise ValueError(f"{item.name}: cannot open as a video{' (no such camera?)' if item.kind == 'camera' else ''}")
@@ -113,7 +123,7 @@ def process_video(
             total=expected,
             desc=item.name,
             unit="frame",
-            disable=not progress if progress is not None else None,
+            disable=not options.progress if options.progress is not None else None,
             file=sys.stderr,
             leave=False,
         )
@@ -141,18 +151,6 @@ def process_video(
 
 def _stem(item: Input) -> str:
     return Path(str(item.source)).stem if item.kind == "video" else f"camera_{item.source}"
-
-
-@dataclass(frozen=True)
-class VideoOptions:
-    """How videos and webcams are read, tracked and smoothed (fer-predict's flags of the same names)."""
-
-    every: int = 1
-    detect_every: int = 1
-    max_frames: int | None = None
-    smooth: float = 0.5
-    max_gap: float = 1.0
-    progress: bool | None = None
 
 
 class Predictor:
@@ -221,17 +219,7 @@ class Predictor:
         if self.timeline is not None:
             self.timelines[item.name] = TimelineWriter(self.timeline, _stem(item), self.recognizer.class_names)
         try:
-            process_video(
-                item,
-                self.recognizer,
-                self.batcher,
-                self.annotate,
-                options.every,
-                options.max_frames,
-                options.progress,
-                self.tracks[item.name],
-                options.detect_every,
-            )
+            process_video(item, self.recognizer, self.batcher, self.annotate, options, self.tracks[item.name])
         finally:  # a truncated video, Ctrl-C on a webcam: the timeline of the frames processed
             self.batcher.flush()
             self.tracks.pop(item.name)
