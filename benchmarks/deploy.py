@@ -5,7 +5,8 @@ Measures, for PyTorch (the checkpoint) and ONNX Runtime (its export), the end-to
 classifying one face, and the throughput of batched classification in faces per second, also for the ONNX
 export with flip and with ten-crop TTA in its graph (``fer-export --tta``: 2 and 10 views a face). Without a
 checkpoint an untrained ``cnn3`` is used: latency does not depend on the weights. Medians over ``repeats``
-runs.
+runs. ``--compare A.onnx B.onnx ...`` instead times the batched classification of those files side by side,
+interleaved, on the same faces (e.g. a new shipped file against the one it replaces).
 """
 
 from __future__ import annotations
@@ -129,6 +130,17 @@ def _benchmark(
     return out
 
 
+def compare_files(paths: list[Path], repeats: int, batch_size: int, threads: int | None) -> dict[str, float]:
+    """Batched faces/s of each ONNX file, measured in turns so load on the machine falls on all alike."""
+    faces = np.random.default_rng(0).integers(0, 256, (batch_size, 48, 48), dtype=np.uint8)
+    backends = {str(path): OnnxBackend(path, threads=threads) for path in paths}
+    rates: dict[str, list[float]] = {name: [] for name in backends}
+    for _ in range(3):
+        for name, backend in backends.items():
+            rates[name].append(_faces_per_s(backend, faces, repeats))
+    return {f"{name}/batch_faces_per_s": statistics.median(values) for name, values in rates.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", type=Path, help="checkpoint to time (default: an untrained cnn3)")
@@ -137,7 +149,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, help="intra-op threads for torch, ONNX Runtime and OpenCV")
     parser.add_argument("--tta-crop", type=int, default=TENCROP_CROP, help="the ten-crop export's crop side (px)")
+    parser.add_argument("--compare", type=Path, nargs="+", help="ONNX files to time side by side instead")
     args = parser.parse_args()
+    if args.compare:
+        print(json.dumps(compare_files(args.compare, args.repeats, args.batch_size, args.threads), indent=2))
+        return
     result = benchmark_deploy(args.ckpt, args.image, args.repeats, args.batch_size, args.threads, args.tta_crop)
     print(json.dumps(result, indent=2))
 

@@ -23,6 +23,7 @@ from fer_lightning import resolvers
 from fer_lightning.atomic import atomic_write
 from fer_lightning.cli_errors import short_errors
 from fer_lightning.conf import CONF_DIR
+from fer_lightning.data.augment import BatchAugment
 from fer_lightning.data.datamodule import FERDataModule
 from fer_lightning.data.splits import as_batch
 from fer_lightning.deploy.checkpoint import load_classifier, model_input_size, resolve_device
@@ -106,6 +107,15 @@ def ensemble_logits(
     return torch.cat(per_model)
 
 
+def shifted(images: torch.Tensor, change: BatchAugment, seed: int, chunk: int = 1024) -> torch.Tensor:
+    """uint8 faces (N, H, W) changed once by ``change`` (the same faces for the same seed), as uint8 again."""
+    if change.crop_size:
+        raise ValueError("shift: crop_size changes the faces' size; use zoom to frame them tighter")
+    generator = torch.Generator().manual_seed(seed)
+    out = [change(as_batch(images[i : i + chunk]), generator) for i in range(0, len(images), chunk)]
+    return torch.cat(out).round().clamp(0, 255).to(torch.uint8).reshape(images.shape)
+
+
 def evaluate(cfg: DictConfig) -> dict:
     """Run the evaluation ``cfg`` describes (see conf/eval.yaml); returns what metrics.json holds."""
     paths = model_paths(cfg.get("ckpt_path"), cfg.get("pretrained"))
@@ -140,7 +150,8 @@ def evaluate(cfg: DictConfig) -> dict:
     log.info(
         "evaluating %d checkpoint(s) on %d %s images, tta=%s, on %s", len(paths), len(split), cfg.split, cfg.tta, device
     )
-    logits = ensemble_logits(models, sizes, split.images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
+    images = shifted(split.images, instantiate(cfg.shift), cfg.seed) if cfg.get("shift") else split.images
+    logits = ensemble_logits(models, sizes, images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
     temperature, calibration = _temperature(cfg, logits, split.labels)
     probs = average_views(logits, temperature)
     index, labels, names, vocabulary = torch.arange(len(split)), split.labels, class_names, {}
@@ -173,6 +184,7 @@ def evaluate(cfg: DictConfig) -> dict:
         # An ONNX file exported with --tta flip averages over the mirror image itself, whatever tta says.
         "model_tta": [getattr(model, "tta", "none") for model in models],
         "device": str(device),
+        "shift": OmegaConf.to_container(cfg.shift) if cfg.get("shift") else None,
         **calibration,
         **vocabulary,
     }

@@ -8,8 +8,9 @@ centre crop, the normalisation and the softmax are inside, so users need no code
 
 * ONNX: input ``pixels`` float32 (uint8 faces cast with ``faces.astype(np.float32)``, which is exact), output
   ``probs``; metadata ``class_names`` (JSON list), ``input_size`` and ``tta`` (``none``, or ``flip``: see
-  ``--tta``). Exported with the TorchScript-based exporter (``dynamo=False``): it needs neither onnxscript nor a
-  network connection.
+  ``--tta``), ``temperature``, and ``distilled_from`` (a distilled checkpoint's teachers, a JSON tree:
+  ``training/lineage.py``) or ``ensemble_of`` (several checkpoints' members). Exported with the TorchScript-based
+  exporter (``dynamo=False``): it needs neither onnxscript nor a network connection.
 * TorchScript: the network traced, the wrapper scripted; takes uint8 or float tensors directly;
   ``class_names`` in the archive's extra files. (torch 2.14 deprecates TorchScript: prefer ONNX.)
 
@@ -34,11 +35,13 @@ from fer_lightning.atomic import atomic_write, check_writable
 from fer_lightning.deploy.checkpoint import (
     DEPLOY_TTA,
     TENCROP_SIDE,
+    ProbabilityAverage,
     RawPixelClassifier,
     load_classifier,
     model_input_size,
 )
 from fer_lightning.labels import IMAGE_SIZE
+from fer_lightning.training.lineage import describe_model, distilled_from
 from fer_lightning.training.module import FERClassifier
 
 FORMATS = ("onnx", "torchscript")
@@ -47,15 +50,22 @@ MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter wri
 
 
 def build_wrapper(
-    ckpt_path: str | Path, tta: str = "none", tta_crop: int = TENCROP_SIDE, temperature: float = 1.0
+    ckpt_path: str | Path | Sequence[str | Path],
+    tta: str = "none",
+    tta_crop: int = TENCROP_SIDE,
+    temperature: float = 1.0,
 ) -> RawPixelClassifier:
-    """The raw-pixel model of a checkpoint, on the CPU, in eval mode."""
-    classifier = load_classifier(ckpt_path, "cpu")
-    if classifier.hparams["net"].get("in_channels", 1) != 1:
-        raise ValueError(
-            f"{ckpt_path}: the network takes {classifier.hparams['net']['in_channels']}-channel faces; the exported "
-            "models and fer-predict take 48x48 grayscale faces (evaluate scores it as it is)"
-        )
+    """The raw-pixel model of a checkpoint, or of several averaged (``ProbabilityAverage``), on the CPU, in eval
+    mode."""
+    paths = [ckpt_path] if isinstance(ckpt_path, (str, Path)) else list(ckpt_path)
+    classifiers = [load_classifier(path, "cpu") for path in paths]
+    for path, classifier in zip(paths, classifiers):
+        if classifier.hparams["net"].get("in_channels", 1) != 1:
+            raise ValueError(
+                f"{path}: the network takes {classifier.hparams['net']['in_channels']}-channel faces; the exported "
+                "models and fer-predict take 48x48 grayscale faces (evaluate scores it as it is)"
+            )
+    classifier = classifiers[0] if len(classifiers) == 1 else ProbabilityAverage(classifiers, temperature)
     return RawPixelClassifier(classifier, model_input_size(classifier), tta, tta_crop, temperature).eval()
 
 
@@ -133,7 +143,13 @@ WEIGHTS = {
 }
 
 
-def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str = "float32") -> None:
+def _write_onnx(
+    model: RawPixelClassifier,
+    path: Path,
+    opset: int,
+    weights: str = "float32",
+    provenance: dict[str, str] | None = None,
+) -> None:
     import onnx
 
     with warnings.catch_warnings():  # the legacy exporter announces its deprecation on every call
@@ -163,6 +179,8 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str 
     }
     if model.temperature != 1.0:
         meta["output"] += f", at temperature {model.temperature:g} (logits divided by it before the softmax)"
+    if isinstance(model.classifier, ProbabilityAverage):
+        meta["output"] += f", the mean of {len(model.classifier.members)} networks'"
     if model.tta == "flip":
         meta["output"] += ", averaged over each face and its mirror image"
     if model.tta == "tencrop":
@@ -172,6 +190,7 @@ def _write_onnx(model: RawPixelClassifier, path: Path, opset: int, weights: str 
     if storage.store is not None:
         storage.store(proto)
         meta["weights"] = storage.note
+    meta.update(provenance or {})
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.checker.check_model(proto)  # before the next step: the checker wants every input's shape declared
@@ -194,7 +213,7 @@ class _Normalised(nn.Module):
         return self.net((images - self.input_mean) / self.input_std)
 
 
-def _write_torchscript(model: RawPixelClassifier, path: Path) -> None:
+def _write_torchscript(model: RawPixelClassifier, path: Path, provenance: dict[str, str] | None = None) -> None:
     """Trace the network, script the thin wrapper around it: the script keeps the wrapper's cast from any dtype,
     the trace accepts any architecture."""
     size = model.input_size
@@ -202,6 +221,7 @@ def _write_torchscript(model: RawPixelClassifier, path: Path) -> None:
     extra["temperature"] = f"{model.temperature:g}"
     if model.tta == "tencrop":
         extra["tta_crop"] = str(model.tta_crop)
+    extra.update(provenance or {})
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch 2.14 deprecates TorchScript; ONNX is the way ahead
         core = torch.jit.trace(_Normalised(model.classifier).eval(), torch.zeros(2, 1, size, size))
@@ -235,7 +255,7 @@ def verify(model: RawPixelClassifier, path: Path, fmt: str) -> float:
 
 
 def export(
-    ckpt_path: str | Path,
+    ckpt_path: str | Path | Sequence[str | Path],
     fmt: str,
     output: str | Path,
     force: bool = False,
@@ -251,7 +271,8 @@ def export(
     compute in float32 (see ``store_weights_fp16`` and ``store_weights_int8``). ``tta``: ``flip`` averages each
     face's probabilities with its mirror image's, ``tencrop`` over ten views, the corner and centre crops of side
     ``tta_crop`` and their mirrors (``RawPixelClassifier``). ``temperature`` divides the logits before the softmax
-    (fit one with ``evaluate split=val fit_temperature=true tta=<the same>``)."""
+    (fit one with ``evaluate split=val fit_temperature=true tta=<the same>``). Several checkpoints make one ONNX
+    file of their averaged probabilities, as evaluate's ``ckpt_path=[a,b]`` scores them."""
     if fmt not in FORMATS:
         raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
     if weights not in WEIGHTS:
@@ -260,20 +281,41 @@ def export(
         raise ValueError(f"{weights} weights are for ONNX exports only")
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
-    output = check_writable(output, force=force, inputs=[ckpt_path])  # before the model is loaded
-    model = build_wrapper(ckpt_path, tta, tta_crop, temperature)  # refuses a checkpoint with NaN or infinite weights
+    paths = [Path(ckpt_path)] if isinstance(ckpt_path, (str, Path)) else [Path(p) for p in ckpt_path]
+    if len(paths) > 1 and fmt != "onnx":
+        raise ValueError("an ensemble of checkpoints exports as ONNX only")
+    output = check_writable(output, force=force, inputs=paths)  # before the model is loaded
+    model = build_wrapper(paths, tta, tta_crop, temperature)  # refuses a checkpoint with NaN or infinite weights
     tolerance = WEIGHTS[weights].tolerance
+    provenance = provenance_of(paths)
     with atomic_write(output) as tmp:
-        _write_onnx(model, tmp, opset, weights) if fmt == "onnx" else _write_torchscript(model, tmp)
+        if fmt == "onnx":
+            _write_onnx(model, tmp, opset, weights, provenance)
+        else:
+            _write_torchscript(model, tmp, provenance)
         error = verify(model, tmp, fmt)
         if not error <= tolerance:  # NaN too
             raise RuntimeError(f"the exported {fmt} model differs from PyTorch by {error:.2e} (> {tolerance})")
     return output
 
 
+def provenance_of(paths: list[Path]) -> dict[str, str]:
+    """Metadata naming where the weights came from: an ensemble's members, or a distilled model's teachers."""
+    if len(paths) > 1:
+        return {"ensemble_of": json.dumps([describe_model(path) for path in paths])}
+    teachers = distilled_from(paths[0])
+    return {"distilled_from": json.dumps(teachers)} if teachers else {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fer-export", description="Export a checkpoint as ONNX or TorchScript.")
-    parser.add_argument("--ckpt", type=Path, required=True, help="training checkpoint (loaded with weights_only=True)")
+    parser.add_argument(
+        "--ckpt",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="training checkpoint (loaded with weights_only=True); several: one ONNX file of their mean probabilities",
+    )
     parser.add_argument("--format", choices=FORMATS, required=True)
     parser.add_argument("--output", type=Path, required=True, help="file to write, e.g. model.onnx or model.pt")
     parser.add_argument("--force", action="store_true", help="overwrite --output if it exists")

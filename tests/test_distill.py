@@ -158,3 +158,33 @@ def test_student_recipe_is_cpu_speedrun_without_label_smoothing_and_needs_a_tabl
     assert (student.module.distill.alpha, student.model, student.data) == (0.7, speedrun.model, speedrun.data)
     with pytest.raises(InterpolationResolutionError, match="give module.distill.targets="):
         _ = compose_config(["experiment=distill_fer2013"], tmp_path / "m").module.distill.targets
+
+
+def test_export_names_the_teachers_and_their_teachers(tmp_path, teachers):
+    import onnx
+
+    from fer_lightning.export import export
+    from fer_lightning.training.lineage import sha256_prefix
+
+    first_table = make_table(tmp_path, f"teachers=[{teachers[0]}]", "tta=none", run="table1")
+    student(tmp_path, first_table, "trainer.max_epochs=1", "test=false", run="student1")
+    first = tmp_path / "student1" / "checkpoints" / "last.ckpt"
+    second_table = make_table(tmp_path, f"teachers=[{first},{teachers[1]}]", "tta=flip", run="table2")
+    student(tmp_path, second_table, "trainer.max_epochs=1", "test=false", run="student2")
+    second = tmp_path / "student2" / "checkpoints" / "last.ckpt"
+
+    meta = {p.key: p.value for p in onnx.load(str(export(second, "onnx", tmp_path / "s2.onnx"))).metadata_props}
+    tree = json.loads(meta["distilled_from"])
+    assert tree["table"] == "table2/soft_targets.npz" and tree["tta"] == "flip"
+    assert [t["model"] for t in tree["teachers"]] == ["student1/last.ckpt", f"{teachers[1].parent.name}/perturbed.ckpt"]
+    assert tree["teachers"][0]["sha256"] == sha256_prefix(first) != tree["teachers"][1]["sha256"]
+    grand = tree["teachers"][0]["distilled_from"]
+    assert grand["table"] == "table1/soft_targets.npz" and grand["tta"] == "none"
+    assert grand["teachers"] == [{"model": "run/last.ckpt", "sha256": sha256_prefix(teachers[0])}]
+    assert "distilled_from" not in tree["teachers"][1]  # a plainly trained teacher
+
+    first.rename(first.with_suffix(".moved"))  # a teacher gone from disk is named, not guessed
+    meta = {p.key: p.value for p in onnx.load(str(export(second, "onnx", tmp_path / "s2b.onnx"))).metadata_props}
+    assert json.loads(meta["distilled_from"])["teachers"][0] == {"model": "student1/last.ckpt", "found": False}
+    plain = {p.key for p in onnx.load(str(export(teachers[0], "onnx", tmp_path / "t.onnx"))).metadata_props}
+    assert "distilled_from" not in plain

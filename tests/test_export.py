@@ -19,7 +19,7 @@ from fer_lightning.deploy.checkpoint import RawPixelClassifier, load_classifier
 from fer_lightning.evaluation.tta import average_views, view_logits
 from fer_lightning.export import export, main
 from tests.conftest import ROOT
-from tests.helpers.deploy import GRACE_HOPPER, check_record, tiny_checkpoint, tiny_onnx
+from tests.helpers.deploy import GRACE_HOPPER, check_record, perturbed_checkpoint, tiny_checkpoint, tiny_onnx
 
 
 @pytest.fixture(scope="module")
@@ -191,3 +191,26 @@ def test_temperature_divides_the_logits_inside_the_graph(ckpt, tmp_path, referen
     assert np.abs(got - at_one).max() > 1e-3, "a temperature of 0.25 must sharpen the probabilities"
     with pytest.raises(ValueError, match="temperature must be > 0"):
         RawPixelClassifier(reference.classifier, temperature=0)
+
+
+def test_several_checkpoints_make_one_file_of_evaluates_ensemble(ckpt, tmp_path_factory, tmp_path, reference):
+    """``--ckpt a b``: the mean of the members' probabilities over the views at the temperature, as evaluate's
+    ``ckpt_path=[a,b]`` scores them, in one file that names its members."""
+    other = perturbed_checkpoint(tmp_path_factory)
+    path = export([ckpt, other], "onnx", tmp_path / "pair.onnx", tta="flip", temperature=0.5)
+    x = faces(6, torch.uint8, False, seed=6)
+    with torch.no_grad():
+        members = [reference.classifier, load_classifier(other)]
+        logits = torch.cat([view_logits(m, x[:, None].float(), "flip", 48) for m in members])
+        expected, first = average_views(logits, temperature=0.5).numpy(), average_views(logits[:2], 0.5).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"pixels": x.numpy().astype(np.float32)})[0], expected, atol=5e-6)
+    assert np.abs(expected - first).max() > 1e-3, "the second member must move the probabilities"
+    meta = session.get_modelmeta().custom_metadata_map
+    assert [m["model"] for m in json.loads(meta["ensemble_of"])] == [
+        f"{ckpt.parent.parent.name}/last.ckpt",
+        f"{other.parent.name}/perturbed.ckpt",
+    ]
+    assert meta["temperature"] == "0.5" and "the mean of 2 networks'" in meta["output"]
+    with pytest.raises(ValueError, match="an ensemble of checkpoints exports as ONNX only"):
+        export([ckpt, other], "torchscript", tmp_path / "pair.pt")

@@ -38,6 +38,7 @@ def test_shipped_model_matches_its_record(name: str):
     assert json.loads(meta["class_names"]) == recorded["class_names"]
     assert meta["input_size"] == "48" and "normalisation" in meta
     assert meta.get("tta", "none") == recorded.get("tta", "none"), "the record was made with the file's own tta"
+    assert float(meta.get("temperature", 1)) == recorded.get("temperature", 1.0)
     assert len(recorded["class_names"]) == (7 if name == "fer2013" else 8)
     recognizer = EmotionRecognizer.pretrained(name, detector="none")
     probs = recognizer.classify(record_faces())

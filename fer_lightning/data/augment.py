@@ -14,6 +14,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from fer_lightning.data.appearance import AppearanceAugment
+
 
 class BatchAugment:
     """Random geometry and erasing for a float batch (N, C, H, W); a no-op when every option is off.
@@ -22,7 +24,9 @@ class BatchAugment:
     ``zoom`` as the relative scale range (+-), ``shift`` as a fraction of the side (+-).
     ``crop_size`` takes a random crop of that side (the VGG recipe's 40 px crops); evaluation then
     uses the centre crop. ``erasing`` is the probability of blanking a random rectangle (to 0,
-    black) covering ``erasing_area`` of the image, as in Zhong et al.'s random erasing.
+    black) covering ``erasing_area`` of the image, as in Zhong et al.'s random erasing. ``aspect`` stretches
+    the face by a factor in ``1 +- aspect`` in width and its inverse in height (framing by other detectors);
+    ``appearance`` (an ``AppearanceAugment``) changes lighting and capture after the geometry, before erasing.
     """
 
     def __init__(
@@ -35,27 +39,33 @@ class BatchAugment:
         erasing: float = 0.0,
         erasing_area: tuple[float, float] = (0.02, 0.25),
         erasing_ratio: tuple[float, float] = (0.3, 3.3),
+        aspect: float = 0.0,
+        appearance: AppearanceAugment | None = None,
     ) -> None:
         if not 0.0 <= erasing <= 1.0:
             raise ValueError(f"augment.erasing is a probability in [0, 1], got {erasing}")
-        if zoom < 0 or zoom >= 1 or shift < 0 or rotation < 0:
+        if zoom < 0 or zoom >= 1 or shift < 0 or rotation < 0 or not 0 <= aspect < 1:
             raise ValueError(
-                f"augment ranges must be >= 0 (and zoom < 1): rotation={rotation}, zoom={zoom}, shift={shift}"
+                f"augment ranges must be >= 0 (and zoom, aspect < 1): rotation={rotation}, zoom={zoom}, "
+                f"shift={shift}, aspect={aspect}"
             )
         self.rotation, self.zoom, self.shift, self.hflip = rotation, zoom, shift, hflip
         self.crop_size = crop_size
         self.erasing, self.erasing_area, self.erasing_ratio = erasing, tuple(erasing_area), tuple(erasing_ratio)
+        self.aspect, self.appearance = aspect, appearance
 
     def output_size(self, size: int) -> int:
         return self.crop_size or size
 
     @property
     def moves_pixels(self) -> bool:
-        return bool(self.rotation or self.zoom or self.shift or self.hflip or self.crop_size)
+        return bool(self.rotation or self.zoom or self.shift or self.hflip or self.crop_size or self.aspect)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.moves_pixels:
             images = self._warp(images, generator)
+        if self.appearance is not None:
+            images = self.appearance(images, generator)
         if self.erasing > 0:
             images = self._erase(images, generator)
         return images
@@ -76,6 +86,10 @@ class BatchAugment:
         # Keras' zoom scales the sampling coordinates: above 1 shows more of the face, smaller.
         scale = zoom.mul(crop * self.zoom).add_(crop)
         flipped = torch.copysign(scale, flip) if self.hflip else scale
+        if self.aspect:  # drawn apart, so that recipes without it keep their random stream
+            stretch = torch.rand(n, device=images.device, generator=generator, dtype=images.dtype)
+            stretch = stretch.mul_(2).sub_(1).mul_(self.aspect).add_(1)
+            flipped, scale = flipped * stretch, scale / stretch
         cos, sin = torch.cos(angle), torch.sin(angle)
         theta = torch.stack([flipped * cos, -(scale * sin), tx * reach, flipped * sin, scale * cos, ty * reach], 1)
         grid = affine_grid(theta.view(n, 2, 3), size)

@@ -6,6 +6,7 @@ way whichever of them runs it.
 
 from __future__ import annotations
 
+import math
 import pickle
 import zipfile
 from pathlib import Path
@@ -169,3 +170,32 @@ class RawPixelClassifier(nn.Module):
         if c == self.input_size:
             return crops
         return F.interpolate(crops, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+
+
+class ProbabilityAverage(nn.Module):
+    """Several classifiers as one: the mean of their probabilities at ``temperature``, returned as logits that
+    ``RawPixelClassifier`` at the same temperature turns back into exactly that mean (``T * log(mean p)``:
+    the softmax of a log-probability is the probability). So a file of several members computes what
+    evaluate's ensemble (``ckpt_path=[a,b]``) does, TTA views and temperature included, and keeps its metadata:
+    the first member's classes and normalisation, which every member must share."""
+
+    def __init__(self, members: list[FERClassifier], temperature: float = 1.0) -> None:
+        super().__init__()
+        first = members[0]
+        for member in members[1:]:
+            if list(member.class_names) != list(first.class_names) or model_input_size(member) != model_input_size(
+                first
+            ):
+                raise ValueError(
+                    f"an ensemble's members must share classes and input size: {list(first.class_names)} at "
+                    f"{model_input_size(first)} px, {list(member.class_names)} at {model_input_size(member)} px"
+                )
+        self.members = nn.ModuleList(members)
+        self.class_names = first.class_names
+        self.hparams = first.hparams
+        self.input_mean, self.input_std = first.input_mean, first.input_std
+        self.temperature = float(temperature)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([(member(x).float() / self.temperature).log_softmax(-1) for member in self.members])
+        return (torch.logsumexp(logp, 0) - math.log(len(self.members))) * self.temperature
