@@ -150,7 +150,8 @@ def evaluate(cfg: DictConfig) -> dict:
     log.info(
         "evaluating %d checkpoint(s) on %d %s images, tta=%s, on %s", len(paths), len(split), cfg.split, cfg.tta, device
     )
-    images = shifted(split.images, instantiate(cfg.shift), cfg.seed) if cfg.get("shift") else split.images
+    shift = OmegaConf.to_container(cfg.shift) if cfg.get("shift") else None
+    images = shifted(split.images, instantiate(cfg.shift), cfg.seed) if shift else split.images
     logits = ensemble_logits(models, sizes, images, cfg.tta, cfg.tta_crop, cfg.batch_size, device)
     temperature, calibration = _temperature(cfg, logits, split.labels)
     probs = average_views(logits, temperature)
@@ -184,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict:
         # An ONNX file exported with --tta flip averages over the mirror image itself, whatever tta says.
         "model_tta": [getattr(model, "tta", "none") for model in models],
         "device": str(device),
-        "shift": OmegaConf.to_container(cfg.shift) if cfg.get("shift") else None,
+        "shift": shift,
         **calibration,
         **vocabulary,
     }

@@ -49,6 +49,11 @@ OPSET = 17
 MIN_OPSET, MAX_OPSET = 9, 20  # what torch's TorchScript-based ONNX exporter writes
 
 
+def checkpoint_paths(ckpt_path: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One checkpoint or several, as a list."""
+    return [Path(ckpt_path)] if isinstance(ckpt_path, (str, Path)) else [Path(p) for p in ckpt_path]
+
+
 def build_wrapper(
     ckpt_path: str | Path | Sequence[str | Path],
     tta: str = "none",
@@ -57,7 +62,7 @@ def build_wrapper(
 ) -> RawPixelClassifier:
     """The raw-pixel model of a checkpoint, or of several averaged (``ProbabilityAverage``), on the CPU, in eval
     mode."""
-    paths = [ckpt_path] if isinstance(ckpt_path, (str, Path)) else list(ckpt_path)
+    paths = checkpoint_paths(ckpt_path)
     classifiers = [load_classifier(path, "cpu") for path in paths]
     for path, classifier in zip(paths, classifiers):
         if classifier.hparams["net"].get("in_channels", 1) != 1:
@@ -281,7 +286,7 @@ def export(
         raise ValueError(f"{weights} weights are for ONNX exports only")
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"--opset {opset} is not supported: use {MIN_OPSET}..{MAX_OPSET} (default {OPSET})")
-    paths = [Path(ckpt_path)] if isinstance(ckpt_path, (str, Path)) else [Path(p) for p in ckpt_path]
+    paths = checkpoint_paths(ckpt_path)
     if len(paths) > 1 and fmt != "onnx":
         raise ValueError("an ensemble of checkpoints exports as ONNX only")
     output = check_writable(output, force=force, inputs=paths)  # before the model is loaded

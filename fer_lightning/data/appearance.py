@@ -61,11 +61,11 @@ class AppearanceAugment:
             return images
         n = images.shape[0]
         draws = torch.rand(n, 7, device=images.device, generator=generator, dtype=torch.float32)
-        signed = draws[:, :3].mul(2).sub(1).view(n, 3, 1, 1, 1).unbind(1)
-        contrast, brightness, gamma = signed
-        mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        images = (images - mean) * (1 + self.contrast * contrast) + mean + self.brightness * brightness
-        images = images.clamp(0, 255)
+        contrast, brightness, gamma = draws[:, :3].mul(2).sub(1).view(n, 3, 1, 1, 1).unbind(1)
+        if self.contrast or self.brightness:
+            mean = images.mean(dim=(1, 2, 3), keepdim=True)
+            images = (images - mean) * (1 + self.contrast * contrast) + mean + self.brightness * brightness
+            images = images.clamp(0, 255)
         if self.gamma:
             images = 255 * (images / 255).pow(torch.exp(gamma * math.log1p(self.gamma)))
         if self.blur:

@@ -176,19 +176,20 @@ class ProbabilityAverage(nn.Module):
     """Several classifiers as one: the mean of their probabilities at ``temperature``, returned as logits that
     ``RawPixelClassifier`` at the same temperature turns back into exactly that mean (``T * log(mean p)``:
     the softmax of a log-probability is the probability). So a file of several members computes what
-    evaluate's ensemble (``ckpt_path=[a,b]``) does, TTA views and temperature included, and keeps its metadata:
-    the first member's classes and normalisation, which every member must share."""
+    evaluate's ensemble (``ckpt_path=[a,b]``) does, TTA views and temperature included. Every member normalises
+    its input itself; the classes and input size, which every member must share, and the normalisation that the
+    file's metadata reports are the first member's."""
 
     def __init__(self, members: list[FERClassifier], temperature: float = 1.0) -> None:
         super().__init__()
         first = members[0]
+        expected = (list(first.class_names), model_input_size(first))
         for member in members[1:]:
-            if list(member.class_names) != list(first.class_names) or model_input_size(member) != model_input_size(
-                first
-            ):
+            got = (list(member.class_names), model_input_size(member))
+            if got != expected:
                 raise ValueError(
-                    f"an ensemble's members must share classes and input size: {list(first.class_names)} at "
-                    f"{model_input_size(first)} px, {list(member.class_names)} at {model_input_size(member)} px"
+                    f"an ensemble's members must share classes and input size: {expected[0]} at {expected[1]} px, "
+                    f"{got[0]} at {got[1]} px"
                 )
         self.members = nn.ModuleList(members)
         self.class_names = first.class_names

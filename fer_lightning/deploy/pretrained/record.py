@@ -50,7 +50,7 @@ def make_record(name: str, ckpt_paths: Sequence[Path]) -> dict:
         "bytes": path.stat().st_size,
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
         "class_names": backend.class_names,
-        "checkpoints": [str(short_name(p)) for p in ckpt_paths],
+        "checkpoints": [short_name(p) for p in ckpt_paths],
         "tta": backend.tta,
         "temperature": temperature,
         "faces": f"fer_lightning.data.synthetic.generate_faces({FACES}, seed={FACES_SEED})",
