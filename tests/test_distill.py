@@ -160,6 +160,23 @@ def test_student_recipe_is_cpu_speedrun_without_label_smoothing_and_needs_a_tabl
         _ = compose_config(["experiment=distill_fer2013"], tmp_path / "m").module.distill.targets
 
 
+def test_ferplus_student_is_ferplus_speedrun_on_the_votes_with_a_table(tmp_path):
+    """experiment=distill_ferplus: today's speedrun on the vote distribution, 8 classes, and no default table."""
+    from omegaconf.errors import InterpolationResolutionError
+
+    student = compose_config(["experiment=distill_ferplus", "module.distill.targets=t.npz"], tmp_path / "s")
+    speedrun = compose_config(["experiment=cpu_speedrun"], tmp_path / "r")
+    assert (student.data.source.mode, student.model.num_classes, student.module.label_smoothing) == (
+        "crossentropy",
+        8,
+        0.0,
+    )
+    assert student.model.stem == speedrun.model.stem and student.callbacks.progressive_resizing is not None
+    assert student.module.distill.alpha == 0.7
+    with pytest.raises(InterpolationResolutionError, match="give module.distill.targets="):
+        _ = compose_config(["experiment=distill_ferplus"], tmp_path / "m").module.distill.targets
+
+
 def test_export_names_the_teachers_and_their_teachers(tmp_path, teachers):
     import onnx
 

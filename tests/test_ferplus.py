@@ -311,7 +311,7 @@ def test_every_mode_trains_8_classes(make_cfg, ferplus_dir, tmp_path, mode, extr
     assert state["hyper_parameters"]["net"]["num_classes"] == 8  # the 7-class model config follows the data
 
 
-@pytest.mark.parametrize("experiment", ["ferplus_cpu", "ferplus"])
+@pytest.mark.parametrize("experiment", ["ferplus_cpu", "ferplus_speedrun", "ferplus"])
 def test_experiments_fast_dev_run(make_cfg, ferplus_dir, experiment):
     cfg = make_cfg(
         f"experiment={experiment}",

@@ -213,9 +213,7 @@ def tiny_fer2013_csv(tmp_path) -> Path:
 
 # The FER+ experiments need a votes file too: tests/test_ferplus.py runs them on its own tiny copy. The distilled
 # student needs a teachers' table: tests/test_distill.py.
-@pytest.mark.parametrize(
-    "experiment", [e for e in options("experiment") if not e.startswith("ferplus") and e != "distill_fer2013"]
-)
+@pytest.mark.parametrize("experiment", [e for e in options("experiment") if not e.startswith(("ferplus", "distill_"))])
 def test_every_experiment_config_runs_fast_dev_run(make_cfg, tiny_fer2013_csv, experiment):
     # Small batches keep VGG and ResNet cheap; the GPU recipe runs its code path on the CPU here.
     cfg = make_cfg(
