@@ -160,6 +160,23 @@ def test_student_recipe_is_cpu_speedrun_without_label_smoothing_and_needs_a_tabl
         _ = compose_config(["experiment=distill_fer2013"], tmp_path / "m").module.distill.targets
 
 
+def test_capture_student_is_the_student_with_framing_and_lighting_drawn_per_face(tmp_path):
+    """experiment=distill_fer2013_capture: distill_fer2013 but for the augmentations that imitate other datasets."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    overrides = ["module.distill.targets=t.npz"]
+    capture = compose_config(["experiment=distill_fer2013_capture", *overrides], tmp_path)
+    student = compose_config(["experiment=distill_fer2013", *overrides], tmp_path)
+    assert (capture.module, capture.model, capture.trainer) == (student.module, student.model, student.trainer)
+    changed = OmegaConf.to_container(capture.data.augment)
+    plain = OmegaConf.to_container(student.data.augment)
+    assert {k for k in changed if changed[k] != plain[k]} == {"zoom", "aspect", "appearance"}
+    assert (changed["zoom"], changed["aspect"], plain["appearance"]) == (0.15, 0.1, None)
+    appearance = instantiate(capture.data.augment.appearance)
+    assert appearance.active and (appearance.contrast, appearance.blur, appearance.jpeg) == (0.3, 0.2, 0.3)
+
+
 def test_ferplus_student_is_ferplus_speedrun_on_the_votes_with_a_table(tmp_path):
     """experiment=distill_ferplus: today's speedrun on the vote distribution, 8 classes, and no default table."""
     from omegaconf.errors import InterpolationResolutionError
